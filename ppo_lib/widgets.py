@@ -1,0 +1,166 @@
+"""Live figures: a pure function computes what is shown, a thin ipywidgets view
+redraws it when a control moves.
+
+Every widget of the course is a :class:`LiveFigure`: ``compute(**values)``
+returns the data (tested without any frontend), ``draw(data, fig)`` draws it on
+a fresh matplotlib ``Figure``, and ``describe(data)`` gives a one-line readout.
+The view puts the PNG straight into an ``Output`` widget (no pyplot, so no
+figure leaks into the cell's outputs), and offers the same PNG in its mime
+bundle, so a static rendering (the HTML book, nbconvert) shows the default
+figure instead of an empty widget.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ppo_lib.advantages import discount_weights, discounted_return
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+class LiveFigure:
+    """Controls, a readout and a figure that is redrawn whenever a control moves.
+
+    ``controls`` maps keyword names of ``compute`` to ipywidgets value widgets.
+    With ``cache=True`` the result of ``compute`` is kept per combination of
+    values, so moving a slider back to a value already seen is instant.
+    """
+
+    def __init__(self, controls: Mapping[str, Any], compute: Callable[..., Any],
+                 draw: Callable[[Any, Figure], None], describe: Callable[[Any], str] | None = None,
+                 figsize=(8.0, 3.4), cache: bool = False, dpi: int = 80):
+        import ipywidgets as widgets
+
+        self.controls = dict(controls)
+        self.compute, self.draw, self.describe = compute, draw, describe
+        self.figsize, self.dpi = figsize, dpi
+        self._cache: dict[tuple, Any] | None = {} if cache else None
+        self.readout = widgets.HTML()
+        self.out = widgets.Output()
+        self.n_draws = 0
+        self.data: Any = None
+        self.png: bytes = b""
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.box = widgets.VBox([*self.controls.values(), self.readout, self.out])
+        self.redraw()
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return {name: c.value for name, c in self.controls.items()}
+
+    def _compute(self, values: dict[str, Any]) -> Any:
+        if self._cache is None:
+            return self.compute(**values)
+        key = tuple(sorted(values.items()))
+        if key not in self._cache:
+            self._cache[key] = self.compute(**values)
+        return self._cache[key]
+
+    def redraw(self) -> None:
+        self.data = self._compute(self.values)
+        fig = Figure(figsize=self.figsize)
+        self.draw(self.data, fig)
+        self.png = figure_png(fig, self.dpi)
+        if self.describe is not None:
+            self.readout.value = self.describe(self.data)
+        # Replace the outputs in one assignment: no flicker, no stray <Figure> text.
+        self.out.outputs = ({
+            "output_type": "display_data",
+            "data": {"image/png": base64.b64encode(self.png).decode("ascii"),
+                     "text/plain": f"<figure: {self.values}>"},
+            "metadata": {},
+        },)
+        self.n_draws += 1
+
+    def _on_change(self, _change) -> None:
+        self.redraw()
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.box._repr_mimebundle_(**kwargs) or {}
+        if isinstance(bundle, tuple):  # (data, metadata)
+            bundle = bundle[0]
+        bundle = dict(bundle)
+        bundle["image/png"] = base64.b64encode(self.png).decode("ascii")
+        bundle["text/plain"] = f"LiveFigure({self.values})"
+        return bundle
+
+
+# --------------------------------------------------------------------------
+# Chapter 0: the discount factor
+# --------------------------------------------------------------------------
+
+#: A sample episode for the gamma widget: a small cost on every step on the way,
+#: and a prize at the end. Whether the trip is worth it depends on gamma.
+SAMPLE_REWARDS = tuple([-0.1] * 30 + [5.0])
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscountView:
+    gamma: float
+    t: np.ndarray           # (T,)
+    weights: np.ndarray     # (T,) gamma**t
+    rewards: np.ndarray     # (T,)
+    discounted: np.ndarray  # (T,) gamma**t * r_t
+    running: np.ndarray     # (T,) sum of gamma**k * r_k for k <= t; running[-1] == G0
+    G0: float               # sum of discounted
+    horizon: float          # 1 / (1 - gamma), inf for gamma = 1
+
+
+def discount_view(gamma: float, rewards: Sequence[float] = SAMPLE_REWARDS) -> DiscountView:
+    """What the gamma widget shows, computed without any frontend."""
+    r = np.asarray(rewards, dtype=np.float64)
+    w = discount_weights(gamma, len(r))
+    horizon = float("inf") if gamma >= 1.0 else 1.0 / (1.0 - gamma)
+    return DiscountView(float(gamma), np.arange(len(r)), w, r, w * r, np.cumsum(w * r),
+                        discounted_return(r, gamma), horizon)
+
+
+def draw_discount(view: DiscountView, fig: Figure) -> None:
+    ax_w, ax_r = fig.subplots(1, 2)
+    ax_w.bar(view.t, view.weights, color="tab:blue")
+    ax_w.set_ylim(0, 1.05)
+    ax_w.set_xlabel("step t")
+    ax_w.set_title(rf"weights $\gamma^t$ ($\gamma$ = {view.gamma:.2f})")
+    if np.isfinite(view.horizon) and view.horizon <= view.t[-1] + 1:
+        ax_w.axvline(view.horizon, color="tab:red", ls="--", label=rf"$1/(1-\gamma)$ = {view.horizon:.1f}")
+        ax_w.legend(loc="upper right")
+    ax_r.bar(view.t, view.discounted, color="tab:orange", alpha=0.5, label=r"$\gamma^t r_t$")
+    ax_r.plot(view.t, view.running, color="tab:orange", marker=".",
+              label=r"running sum $\sum_{k \leq t} \gamma^k r_k$")
+    ax_r.axhline(0, color="black", lw=0.5)
+    ax_r.set_ylim(min(-3.2, view.running.min() - 0.2), max(5.2, view.running.max() + 0.2))
+    ax_r.set_xlabel("step t")
+    ax_r.set_title(rf"discounted return $G_0$ = {view.G0:+.3f}")
+    ax_r.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+
+
+def describe_discount(view: DiscountView) -> str:
+    verdict = "worth the walk" if view.G0 > 0 else "not worth the walk"
+    horizon = "infinite" if not np.isfinite(view.horizon) else f"{view.horizon:.1f} steps"
+    return (f"<b>gamma = {view.gamma:.2f}</b>: G<sub>0</sub> = {view.G0:+.3f} ({verdict}); "
+            f"effective horizon 1/(1-gamma) = {horizon}")
+
+
+def gamma_widget(gamma: float = 0.9, rewards: Sequence[float] = SAMPLE_REWARDS) -> LiveFigure:
+    """A slider for gamma; the figure shows gamma**t and the discounted rewards."""
+    import ipywidgets as widgets
+
+    slider = widgets.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.01, description="gamma",
+                                 readout_format=".2f", continuous_update=True,
+                                 layout=widgets.Layout(width="60%"))
+    rewards = tuple(float(x) for x in rewards)
+    return LiveFigure({"gamma": slider}, lambda gamma: discount_view(gamma, rewards),
+                      draw_discount, describe_discount)

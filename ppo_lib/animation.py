@@ -81,12 +81,12 @@ def _js_animation(fig: Figure, update: Callable[[int], None], n_frames: int, int
 
 
 def animate_cartpole(observations: np.ndarray, interval_ms: int = 40, every: int = 1,
-                     title: str = "CartPole-v1", dpi: int = 60):
+                     title: str = "CartPole-v1", dpi: int = 72):
     """An inline animation (``IPython.display.HTML``) of CartPole states."""
     obs = np.asarray(observations)[::max(1, every)]
     if obs.ndim != 2 or obs.shape[1] != 4:
         raise ValueError(f"observations: expected CartPole states of shape (T, 4), got {obs.shape}")
-    fig = Figure(figsize=(5, 2.6), dpi=dpi)
+    fig = Figure(figsize=(6, 3.0), dpi=dpi)
     ax = fig.add_subplot()
     ax.set_xlim(-X_LIMIT - 0.5, X_LIMIT + 0.5)
     ax.set_ylim(-0.2, CART_HEIGHT + POLE_LENGTH + 0.2)

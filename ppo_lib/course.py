@@ -37,7 +37,9 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "langua
 LAB_OVERRIDES = {
     "@jupyterlab/docmanager-extension:plugin": {
         "defaultViewers": {"python": "Jupytext Notebook", "markdown": "Jupytext Notebook"}
-    }
+    },
+    # The course runs offline as often as not: no news or update pop-ups.
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
 }
 # Environment variable read by ppo_lib.checks: "1" turns a failed or unfilled
 # exercise into an error. The notebook tests set it for solutions/.
@@ -250,7 +252,12 @@ def install_lab_settings(prefix: Path | str = sys.prefix) -> Path:
     path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
     settings = json.loads(path.read_text()) if path.exists() else {}
     for plugin, values in LAB_OVERRIDES.items():
-        settings.setdefault(plugin, {}).setdefault("defaultViewers", {}).update(values["defaultViewers"])
+        current = settings.setdefault(plugin, {})
+        for key, value in values.items():
+            if isinstance(value, dict):
+                current.setdefault(key, {}).update(value)
+            else:
+                current[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n")
     return path
@@ -274,7 +281,6 @@ def cmd_sync(args) -> int:
 
 def cmd_notebooks(args) -> int:
     book = load_book()
-    sync_chapters(book)
     made = make_workspace(book, Path(args.workspace))
     install_lab_settings()
     print(f"workspace: {len(made)} new notebook(s) in {args.workspace} "
@@ -284,7 +290,6 @@ def cmd_notebooks(args) -> int:
 
 def cmd_open(args) -> int:
     book = load_book()
-    sync_chapters(book)
     workspace = Path(args.workspace).resolve()
     make_workspace(book, workspace)
     install_lab_settings()
@@ -333,7 +338,6 @@ def cmd_book(args) -> int:
     from ppo_lib import book_html
 
     book = load_book()
-    sync_chapters(book)
     t0 = time.perf_counter()
     index = book_html.build(book, Path(args.out), only=args.only)
     print(f"HTML book written to {index} in {time.perf_counter() - t0:.0f} s")

@@ -71,10 +71,12 @@ def _to_array(x: Any) -> np.ndarray | None:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
         x = x.detach().cpu().numpy()
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        raw = np.asarray(x)
+        if raw.dtype.kind in "USV":  # strings would otherwise convert silently: "42" -> 42.0
+            return None
+        return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         return None
-    return arr
 
 
 def _fmt(x: Any) -> str:

@@ -38,6 +38,8 @@ check_discounted_return = Exercise(
                 "you returned the discounted rewards gamma**t * r_t one by one: add them up into one number."),
         Mistake("gamma times t", lambda r, g: float(np.sum(np.asarray(r, float) * g * np.arange(len(r)))),
                 "the weight of step t is gamma to the power t (gamma**t), not gamma * t."),
+        Mistake("first reward only", lambda r, g: float(r[0]) if len(r) else 0.0,
+                "you returned only the first reward r_0: the later rewards count too, weighted by gamma**t."),
         Mistake("mean", lambda r, g: float(np.mean(_powers(r, g))) if len(r) else 0.0,
                 "you averaged the discounted rewards; the return is their sum."),
     ],

@@ -1,0 +1,156 @@
+"""A real browser: JupyterLab driven by headless Debian Chromium via Playwright.
+
+Chapter 0 is opened the way a learner gets it (the launcher's workspace
+notebook), all cells are run, the gamma slider is moved with the keyboard, and
+the test checks that the figure changed and that the kernel saw the new value.
+Screenshots are kept in artifacts/browser/. The JupyterLab server is started
+through the launcher and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import jupytext
+import pytest
+
+from tests.lab import ROOT, LabServer
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "artifacts" / "browser"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium, installed with apt-get if missing (never `playwright install`)."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    why = "Debian's chromium is not installed and this user cannot apt-get it"
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
+        if os.path.exists(CHROMIUM):
+            return CHROMIUM
+        why = "apt-get install chromium did not provide /usr/bin/chromium"
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = ensure_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, headless=True, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    workspace = ROOT / "build" / "test-workspace-browser"
+    shutil.rmtree(workspace, ignore_errors=True)
+    server = LabServer(workspace, ROOT / "artifacts" / "browser" / "lab.log").start()
+    yield server
+    server.stop()
+
+
+def _wait_idle(page, timeout=120_000):
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
+
+
+def _stable_src(locator, timeout=30.0) -> str:
+    """The image's src once it has stopped changing for a moment."""
+    deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < deadline:
+        src = locator.get_attribute("src")
+        if src != last:
+            last, since = src, time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            return src
+        time.sleep(0.2)
+    return last
+
+
+def test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot(browser, lab):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(lab.url)
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+        _wait_idle(page)
+        page.click(".lm-MenuBar-item:has-text('Run')")
+        page.click(".lm-Menu-item:has-text('Run All Cells')")
+
+        slider = page.locator(".jp-OutputArea-output .widget-slider").first
+        slider.wait_for(timeout=120_000)
+        image = page.locator(".jupyter-widgets.widget-output img").first
+        image.wait_for(timeout=60_000)
+        _wait_idle(page)
+        readout = page.locator(".jp-OutputArea-output .widget-readout").first
+        assert readout.inner_text().strip() == "0.90"
+        kernel_text = page.locator(".jp-OutputArea-output .widget-html-content").first
+        assert "gamma = 0.90" in kernel_text.inner_text()
+        before = _stable_src(image)
+        slider.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "00_before.png"))
+
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        for _ in range(5):
+            handle.press("ArrowRight")
+        # the readout below the slider is written by the kernel's callback:
+        page.wait_for_function(
+            "() => document.querySelector('.jp-OutputArea-output .widget-html-content')"
+            ".innerText.includes('gamma = 0.95')", timeout=30_000)
+        assert readout.inner_text().strip() == "0.95"
+        after = _stable_src(image)
+        assert after != before, "the plot did not change when gamma moved"
+        page.screenshot(path=str(SHOTS / "00_after.png"))
+
+        # Ask the kernel directly: a new cell at the end prints the widget's value.
+        # (below the widget's cell, which is active; JupyterLab only renders visible cells)
+        page.locator(".jp-Notebook .jp-Cell.jp-mod-active .jp-InputArea-prompt").first.click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("b")
+        page.keyboard.press("Enter")  # edit mode in the new cell
+        page.keyboard.type("print('KERNEL-SAYS', gamma_explorer.values['gamma'], gamma_explorer.n_draws > 1)")
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_selector(".jp-OutputArea-output:has-text('KERNEL-SAYS')", timeout=30_000)
+        said = page.locator(".jp-OutputArea-output:has-text('KERNEL-SAYS')").last.inner_text()
+        assert "KERNEL-SAYS 0.95 True" in said
+        page.screenshot(path=str(SHOTS / "00_kernel.png"))
+        assert not [e for e in errors if "widget" in e.lower()], errors
+    except Exception:
+        page.screenshot(path=str(SHOTS / "00_failure.png"))
+        raise
+    finally:
+        page.close()
+
+
+def test_chapter_text_files_open_as_notebooks(browser, lab):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    try:
+        # a copy, so that nothing JupyterLab saves can touch the tracked chapter
+        copy = lab.workspace / "00_welcome_text.py"
+        shutil.copy(ROOT / "chapters" / "00_welcome.py", copy)
+        rel = copy.relative_to(ROOT).as_posix()
+        page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+        # The status bar of a notebook says "Cell i/N"; JupyterLab renders only the
+        # visible cells, so count through it rather than through the DOM.
+        expected = len(jupytext.read(ROOT / "chapters" / "00_welcome.py", fmt="py:percent").cells)
+        page.wait_for_selector(f".jp-StatusBar-Widget:has-text('/{expected}')", timeout=30_000)
+        page.screenshot(path=str(SHOTS / "00_text_file.png"))
+    finally:
+        page.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 
 
 def discounted_return(rewards: Sequence[float], gamma: float) -> float:
@@ -31,3 +32,117 @@ def discount_weights(gamma: float, horizon: int) -> np.ndarray:
     if horizon < 0:
         raise ValueError(f"horizon={horizon}: must be >= 0")
     return gamma ** np.arange(horizon, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------
+# Batches: arrays of shape (T,) or (T, N), time on axis 0.
+# --------------------------------------------------------------------------
+#
+# Flags at index t describe what happened *after* action a_t:
+#   terminated[t]: the episode truly ended; nothing follows, V(s_{t+1}) := 0.
+#   truncated[t]:  a time limit cut it; the future was still there, so we
+#                  bootstrap from V of the true final observation (final_values[t]).
+# Either one ends the episode, so sums over the future stop there (the trace is cut).
+
+
+def _t(x, dtype=torch.float32) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=dtype)
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        idx = torch.nonzero(~torch.isfinite(x))[0].tolist()
+        raise ValueError(f"{name}: non-finite value {x[tuple(idx)].item()} at index {idx}")
+
+
+def _check_rates(gamma: float, lam: float | None = None) -> None:
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma={gamma}: must be in [0, 1]")
+    if lam is not None and not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam={lam}: must be in [0, 1]")
+
+
+def reward_to_go(rewards, dones, gamma: float) -> torch.Tensor:
+    r"""Discounted reward-to-go :math:`G_t = r_t + \gamma (1 - d_t) G_{t+1}`,
+    with :math:`G_T = 0` after the last step of the batch.
+
+    ``dones[t]`` marks the last step of an episode (terminated or truncated).
+    Without a critic there is nothing to bootstrap from, so the return of an
+    episode still running at the end of the batch is incomplete: see
+    :func:`complete_episode_mask`.
+    """
+    _check_rates(gamma)
+    r, d = _t(rewards), _t(dones, torch.bool)
+    if r.shape != d.shape:
+        raise ValueError(f"rewards {tuple(r.shape)} and dones {tuple(d.shape)} must have the same shape")
+    _check_finite("rewards", r)
+    out = torch.zeros_like(r)
+    future = torch.zeros_like(r[0])
+    for t in reversed(range(r.shape[0])):
+        future = r[t] + gamma * (~d[t]) * future
+        out[t] = future
+    return out
+
+
+def complete_episode_mask(dones) -> torch.Tensor:
+    """True at step t if its episode ends within the batch (some done at t' >= t)."""
+    d = _t(dones, torch.bool)
+    # reverse cumulative "any": flip, cumulative max, flip back
+    return torch.flip(torch.cummax(torch.flip(d.int(), [0]), dim=0).values, [0]).bool()
+
+
+def bootstrap_values(values, last_value, terminated, truncated, final_values) -> torch.Tensor:
+    r"""The value of what follows each step, :math:`V_{next}[t]`:
+
+    - ``0`` if the episode terminated after step t;
+    - ``final_values[t]`` (V of the true final observation) if it was truncated;
+    - otherwise ``V(s_{t+1})``: ``values[t+1]``, or ``last_value`` for the last step.
+    """
+    v = _t(values)
+    nxt = torch.cat([v[1:], _t(last_value).reshape((1, *v.shape[1:]))], dim=0)
+    nxt = torch.where(_t(truncated, torch.bool), _t(final_values), nxt)
+    return torch.where(_t(terminated, torch.bool), torch.zeros_like(nxt), nxt)
+
+
+def td_errors(rewards, values, next_values, gamma: float) -> torch.Tensor:
+    r"""TD errors :math:`\delta_t = r_t + \gamma V_{next}[t] - V(s_t)`.
+
+    ``next_values`` already encodes termination and truncation
+    (:func:`bootstrap_values`).
+    """
+    _check_rates(gamma)
+    r = _t(rewards)
+    _check_finite("rewards", r)
+    return r + gamma * _t(next_values) - _t(values)
+
+
+def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.Tensor:
+    r"""Generalized Advantage Estimation (Schulman et al., 2016):
+
+    .. math:: \hat A_t = \sum_{l \ge 0} (\gamma\lambda)^l \delta_{t+l},
+              \quad \delta_t = r_t + \gamma V_{next}[t] - V(s_t),
+
+    computed backwards as :math:`\hat A_t = \delta_t + \gamma\lambda (1 - d_t) \hat A_{t+1}`,
+    where ``dones`` :math:`d_t` (terminated or truncated) cut the sum at the end of
+    an episode. ``lam=0`` gives the TD error, ``lam=1`` the Monte-Carlo advantage
+    (discounted reward-to-go, bootstrapped at the end of the batch, minus V).
+    """
+    _check_rates(gamma, lam)
+    delta = td_errors(rewards, values, next_values, gamma)
+    d = _t(dones, torch.bool)
+    if d.shape != delta.shape:
+        raise ValueError(f"dones {tuple(d.shape)} and rewards {tuple(delta.shape)} must have the same shape")
+    adv = torch.zeros_like(delta)
+    running = torch.zeros_like(delta[0])
+    for t in reversed(range(delta.shape[0])):
+        running = delta[t] + gamma * lam * (~d[t]) * running
+        adv[t] = running
+    return adv
+
+
+def rollout_advantages(rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and value targets (advantages + values) for a :class:`Rollout`."""
+    next_values = bootstrap_values(rollout.values, rollout.last_value, rollout.terminated,
+                                   rollout.truncated, rollout.final_values)
+    adv = gae(rollout.rewards, rollout.values, next_values, rollout.dones, gamma, lam)
+    return adv, adv + rollout.values

@@ -89,7 +89,16 @@ def _fmt(x: Any) -> str:
 
 
 def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
-    """None when ``got`` matches ``expected``; otherwise what differs, in words."""
+    """None when ``got`` matches ``expected``; otherwise what differs, in words.
+
+    A dict ``expected`` (from an exercise's ``run``) is compared key by key.
+    """
+    if isinstance(expected, dict):
+        for key, exp in expected.items():
+            problem = compare(exp, got.get(key) if isinstance(got, dict) else None, rtol, atol)
+            if problem is not None:
+                return f"{key}: {problem}"
+        return None
     if got is None:
         return "your function returned None: did you forget the `return` statement?"
     exp = _to_array(expected)
@@ -100,6 +109,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
         if arr.size != 1:
             return f"expected a single number, got an array of shape {arr.shape}: {_fmt(arr)}"
         value = float(arr.reshape(()))
+        if math.isnan(value) and math.isnan(float(exp)):
+            return None
         if math.isnan(value):
             return f"expected {_fmt(exp)}, got nan"
         if not math.isclose(value, float(exp), rel_tol=rtol, abs_tol=atol):
@@ -107,7 +118,7 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
         return None
     if arr.shape != exp.shape:
         return f"expected an array of shape {exp.shape}, got shape {arr.shape}: {_fmt(arr)}"
-    bad = ~np.isclose(arr, exp, rtol=rtol, atol=atol)
+    bad = ~np.isclose(arr, exp, rtol=rtol, atol=atol, equal_nan=True)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         where = idx[0] if len(idx) == 1 else idx
@@ -132,7 +143,8 @@ class Exercise:
 
     def __init__(self, name: str, reference: Callable, cases: Sequence[Case],
                  mistakes: Sequence[Mistake] = (), reference_name: str | None = None,
-                 compare: Callable[[Any, Any], str | None] = compare):
+                 compare: Callable[[Any, Any], str | None] = compare,
+                 run: Callable[..., Any] | None = None):
         if not cases:
             raise ValueError(f"exercise {name!r}: needs at least one case")
         self.name = name
@@ -141,12 +153,15 @@ class Exercise:
         self.mistakes = tuple(mistakes)
         self.reference_name = reference_name or f"{reference.__module__}.{reference.__qualname__}"
         self.compare = compare
+        # run(fn, *args, **kwargs) -> what is compared; the default is the result of
+        # fn(*args). An exercise on a loss can return the value and its gradients.
+        self.run = run or (lambda fn, *args, **kwargs: fn(*args, **kwargs))
 
     # -- running ------------------------------------------------------------
     def _diagnose(self, case: Case, got: Any) -> str | None:
         for mistake in self.mistakes:
             try:
-                out = mistake.impl(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+                out = self.run(mistake.impl, *copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
             except Exception:
                 continue
             if self.compare(out, got) is None:
@@ -164,7 +179,7 @@ class Exercise:
         for i, case in enumerate(self.cases, start=1):
             args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
             try:
-                got = fn(*args, **kwargs)
+                got = self.run(fn, *args, **kwargs)
             except NotImplementedError:
                 return CheckResult(self.name, "unfilled", (
                     f"○ {self.name}: not filled in yet. Replace `raise NotImplementedError()` "
@@ -178,7 +193,7 @@ class Exercise:
                     f"  Case: {case.describe}\n"
                     f"  {type(exc).__name__}: {exc}{where}\n"
                     f"{fallback}"), self.reference)
-            expected = self.reference(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+            expected = self.run(self.reference, *copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
             problem = self.compare(expected, got)
             if problem is None:
                 changed = [k for k, (a, b) in enumerate(zip(case.args, args)) if not _same_input(a, b)]

@@ -1,0 +1,37 @@
+"""What every algorithm shares: a policy built for the env's spaces, a seeded
+initialisation, an Adam optimiser, and gradient-norm clipping."""
+
+from __future__ import annotations
+
+import torch
+
+from ppo_lib.policies import ActorCritic
+
+
+class Algorithm:
+    """Subclasses set ``config`` (with ``rollout_steps``, ``lr``, ``hidden``...)
+    and implement ``update(rollout) -> dict`` of diagnostics."""
+
+    uses_critic = True
+
+    def __init__(self, observation_space, action_space, config, seed: int = 0):
+        self.config = config
+        torch.manual_seed(seed)  # the same seed gives the same initial weights
+        self.policy = ActorCritic(observation_space, action_space, hidden=config.hidden, critic=self.uses_critic)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=getattr(config, "adam_eps", 1e-8))
+        self.n_updates = 0
+
+    @property
+    def rollout_steps(self) -> int:
+        return self.config.rollout_steps
+
+    def _step(self, loss: torch.Tensor, max_grad_norm: float | None) -> float:
+        self.optimizer.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
+                                              max_grad_norm if max_grad_norm else float("inf"))
+        self.optimizer.step()
+        return float(norm)
+
+    def update(self, rollout) -> dict[str, float]:
+        raise NotImplementedError

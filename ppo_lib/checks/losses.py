@@ -1,0 +1,49 @@
+"""Exercises on losses (chapter 1 on): the value and the gradients are checked."""
+
+from __future__ import annotations
+
+import torch
+
+from ppo_lib import losses
+from ppo_lib.checks.core import Case, Exercise, Mistake
+
+
+def _run_loss(fn, logprobs, weights):
+    """Call fn on fresh tensors that track gradients; report loss and both gradients."""
+    lp = torch.tensor(logprobs, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(weights, dtype=torch.float64, requires_grad=True)
+    loss = fn(lp, w)
+    if not isinstance(loss, torch.Tensor):
+        return {"loss": loss}
+    if loss.numel() != 1:
+        return {"loss": loss.detach()}
+    if loss.requires_grad:
+        loss.backward()
+    zero = torch.zeros_like(lp)
+    return {"loss": loss.detach(),
+            "gradient w.r.t. logprobs": lp.grad if lp.grad is not None else zero,
+            "gradient w.r.t. weights (they are constants: it must be zero)": w.grad if w.grad is not None else zero}
+
+
+check_reinforce_loss = Exercise(
+    "reinforce_loss",
+    reference=losses.policy_gradient_loss,
+    reference_name="ppo_lib.losses.policy_gradient_loss",
+    run=_run_loss,
+    cases=[
+        Case(([-0.5], [2.0]), "logprobs=[-0.5], weights=[2.0]"),
+        Case(([-0.1, -2.0, -0.7], [1.0, -1.0, 0.5]), "logprobs=[-0.1, -2.0, -0.7], weights=[1.0, -1.0, 0.5]"),
+    ],
+    mistakes=[
+        Mistake("sign", lambda lp, w: (lp * w.detach()).mean(),
+                "the sign is flipped: the optimiser *minimises* the loss, and we want to *increase* "
+                "log pi(a|s) * weight, so the loss is its negative."),
+        Mistake("sum", lambda lp, w: -(lp * w.detach()).sum(),
+                "use the mean over the batch, not the sum (the learning rate should not depend on the batch size)."),
+        Mistake("no detach", lambda lp, w: -(lp * w).mean(),
+                "the weights carry a gradient: detach them (weights.detach()); they are returns or "
+                "advantages, constants for the policy step."),
+        Mistake("probabilities", lambda lp, w: -(lp.exp() * w.detach()).mean(),
+                "use the log-probabilities themselves, not exp(logprobs)."),
+    ],
+)

@@ -1,0 +1,118 @@
+"""Vector environments with explicit autoreset, and episode statistics.
+
+Every algorithm of the course steps N copies of an environment at once. This
+module is the one place that deals with Gymnasium 1.x's vector autoreset.
+
+We choose ``AutoresetMode.SAME_STEP``: when sub-environment i ends its episode
+at a step, that same step returns the *reset* observation of the next episode
+in ``obs[i]``, and the true final observation in ``infos["final_obs"][i]``.
+:meth:`VecEnv.step` hands both back separately, so the rollout never stores a
+reset observation as if it followed the final action (the bug behind CleanRL
+issue 198 and SB3 issue 633, where a time-limit truncation was treated like a
+termination, or bootstrapped from the wrong observation).
+
+Episode returns and lengths are recorded here, on the raw rewards, before any
+reward scaling an algorithm may do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+EnvSpec = str | Callable[[], gym.Env]
+
+
+@dataclasses.dataclass
+class StepResult:
+    obs: np.ndarray         # (N, *obs_shape): what the agent sees next (a reset obs where done)
+    reward: np.ndarray      # (N,) raw rewards
+    terminated: np.ndarray  # (N,) bool: a true end, V(final) = 0
+    truncated: np.ndarray   # (N,) bool: cut by a time limit, bootstrap from V(final_obs)
+    final_obs: np.ndarray   # (N, *obs_shape): the true last obs where done, else a copy of obs
+
+
+class EpisodeStats:
+    """Returns and lengths of finished episodes, with the env step they ended at."""
+
+    def __init__(self, num_envs: int):
+        self._ret = np.zeros(num_envs)
+        self._len = np.zeros(num_envs, dtype=np.int64)
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+        self.steps: list[int] = []  # total env steps (all envs) when each episode ended
+
+    def update(self, reward: np.ndarray, done: np.ndarray, total_steps: int) -> None:
+        self._ret += reward
+        self._len += 1
+        for i in np.flatnonzero(done):
+            self.returns.append(float(self._ret[i]))
+            self.lengths.append(int(self._len[i]))
+            self.steps.append(int(total_steps))
+            self._ret[i] = 0.0
+            self._len[i] = 0
+
+
+class VecEnv:
+    """N seeded copies of an environment, stepped together, with explicit autoreset.
+
+    ``env``: a Gymnasium id (``"CartPole-v1"``) or a factory returning an ``Env``.
+    """
+
+    def __init__(self, env: EnvSpec, num_envs: int = 1, seed: int = 0, max_episode_steps: int | None = None):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r}: must be an integer >= 1")
+        if isinstance(env, str):
+            env_id = env
+            try:
+                gym.spec(env_id)
+            except gym.error.Error as exc:
+                raise ValueError(f"env={env_id!r}: not a registered Gymnasium environment ({exc})") from None
+            kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+            factory = lambda: gym.make(env_id, **kwargs)  # noqa: E731
+            self.name = env_id
+        elif callable(env):
+            factory = env
+            self.name = getattr(env, "__name__", "custom env")
+            if max_episode_steps is not None:
+                inner = env
+                factory = lambda: gym.wrappers.TimeLimit(inner(), max_episode_steps)  # noqa: E731
+        else:
+            raise TypeError(f"env={env!r}: expected a Gymnasium id or a function returning an Env")
+        self.envs = gym.vector.SyncVectorEnv([factory] * int(num_envs), autoreset_mode=AutoresetMode.SAME_STEP)
+        self.num_envs = int(num_envs)
+        self.seed = seed
+        self.single_observation_space = self.envs.single_observation_space
+        self.single_action_space = self.envs.single_action_space
+        self.total_steps = 0
+        self.stats = EpisodeStats(self.num_envs)
+
+    def reset(self) -> np.ndarray:
+        """Reset all copies; copy i gets seed ``seed + i`` (so a seed fixes every episode)."""
+        obs, _ = self.envs.reset(seed=[self.seed + i for i in range(self.num_envs)])
+        self.single_action_space.seed(self.seed)
+        return obs
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        obs, reward, terminated, truncated, infos = self.envs.step(actions)
+        reward = np.asarray(reward, dtype=np.float64)
+        if not np.all(np.isfinite(reward)):
+            bad = np.flatnonzero(~np.isfinite(reward))
+            raise ValueError(f"{self.name}: env(s) {bad.tolist()} returned a non-finite reward "
+                             f"{reward[bad].tolist()} at env step {self.total_steps}")
+        done = terminated | truncated
+        final_obs = np.array(obs, copy=True)
+        if done.any():
+            # SAME_STEP autoreset: obs[i] is already the next episode's first obs.
+            for i in np.flatnonzero(done):
+                final_obs[i] = infos["final_obs"][i]
+        self.total_steps += self.num_envs
+        self.stats.update(reward, done, self.total_steps)
+        return StepResult(obs, reward, terminated.astype(bool), truncated.astype(bool), final_obs)
+
+    def close(self) -> None:
+        self.envs.close()

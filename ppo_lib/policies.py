@@ -1,0 +1,133 @@
+r"""Policies (actors) and value functions (critics) as small MLPs.
+
+- Discrete action spaces: a Categorical head, :math:`\pi(a|s) = \mathrm{softmax}(f_\theta(s))_a`.
+- Box action spaces: a diagonal Gaussian, :math:`a \sim \mathcal N(\mu_\theta(s), \mathrm{diag}(\sigma^2))`
+  with a state-independent, learned :math:`\log\sigma`. Log-probabilities and
+  entropies **sum over the action dimensions**. The raw sample is stored and
+  used for log-probs; only the copy sent to the environment is clipped to its
+  bounds (clipping before computing log-probs would bias the gradient).
+
+Orthogonal initialisation: hidden layers with gain :math:`\sqrt 2`, the actor's
+output layer with gain 0.01 (the first policy is nearly uniform), the critic's
+with gain 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Normal
+
+
+def orthogonal_init(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
+        activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    last = in_dim
+    for h in hidden:
+        layers += [orthogonal_init(nn.Linear(last, h), math.sqrt(2)), activation()]
+        last = h
+    layers.append(orthogonal_init(nn.Linear(last, out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+def _obs_dim(space: gym.Space) -> int:
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return int(space.shape[0])
+    raise TypeError(f"observation space {space}: only flat Box observations are supported "
+                    f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
+
+
+class CategoricalActor(nn.Module):
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64)):
+        super().__init__()
+        self.logits = mlp(obs_dim, hidden, n_actions, out_gain=0.01)
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        return Categorical(logits=self.logits(obs))
+
+    def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
+        return dist.log_prob(actions.long())
+
+    def entropy(self, dist: Distribution) -> torch.Tensor:
+        return dist.entropy()
+
+
+class GaussianActor(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64), init_log_std: float = 0.0):
+        super().__init__()
+        self.mean = mlp(obs_dim, hidden, act_dim, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def distribution(self, obs: torch.Tensor) -> Distribution:
+        mean = self.mean(obs)
+        return Normal(mean, self.log_std.exp().expand_as(mean))
+
+    def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
+        return dist.log_prob(actions).sum(-1)  # independent dims: log-probs add
+
+    def entropy(self, dist: Distribution) -> torch.Tensor:
+        return dist.entropy().sum(-1)
+
+
+class ActorCritic(nn.Module):
+    """An actor and a separate critic for the given spaces.
+
+    ``act(obs)`` samples (no gradient); ``evaluate(obs, actions)`` gives
+    log-probs, entropies and values with gradients, for the losses.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
+                 hidden: Sequence[int] = (64, 64), critic: bool = True):
+        super().__init__()
+        obs_dim = _obs_dim(observation_space)
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.actor: nn.Module = CategoricalActor(obs_dim, int(action_space.n), hidden)
+            self.continuous = False
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            self.actor = GaussianActor(obs_dim, int(action_space.shape[0]), hidden)
+            self.continuous = True
+        else:
+            raise TypeError(f"action space {action_space}: supported are Discrete and 1-D Box")
+        self.observation_space, self.action_space = observation_space, action_space
+        self.critic = mlp(obs_dim, hidden, 1, out_gain=1.0) if critic else None
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.critic is None:
+            return torch.zeros(obs.shape[:-1])
+        return self.critic(obs).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample actions; return (raw actions, their log-probs, values)."""
+        dist = self.actor.distribution(obs)
+        actions = dist.sample()
+        return actions, self.actor.log_prob(dist, actions), self.value(obs)
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
+        """(log-probs, entropies, values) of given actions, with gradients."""
+        dist = self.actor.distribution(obs)
+        return self.actor.log_prob(dist, actions), self.actor.entropy(dist), self.value(obs)
+
+    def env_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """What is sent to the environment: clipped to the Box bounds (only here)."""
+        a = actions.cpu().numpy()
+        if self.continuous:
+            return np.clip(a, self.action_space.low, self.action_space.high)
+        return a.astype(np.int64)
+
+    @torch.no_grad()
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action (evaluation)."""
+        dist = self.actor.distribution(obs)
+        return dist.mean if self.continuous else dist.probs.argmax(-1)

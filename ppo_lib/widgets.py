@@ -164,3 +164,84 @@ def gamma_widget(gamma: float = 0.9, rewards: Sequence[float] = SAMPLE_REWARDS) 
     rewards = tuple(float(x) for x in rewards)
     return LiveFigure({"gamma": slider}, lambda gamma: discount_view(gamma, rewards),
                       draw_discount, describe_discount)
+
+
+# --------------------------------------------------------------------------
+# Chapter 3: the GAE lambda on a problem whose advantages are known
+# --------------------------------------------------------------------------
+
+
+def draw_gae_study(data, fig: Figure) -> None:
+    """``data``: (study, lam). Left: bias^2, variance and MSE against lambda; right:
+    the estimates for the chosen lambda against the true advantages."""
+    study, lam = data
+    k = int(np.argmin(np.abs(study.lambdas - lam)))
+    ax_c, ax_s = fig.subplots(1, 2)
+    ax_c.plot(study.lambdas, study.bias_sq, marker=".", label="bias$^2$")
+    ax_c.plot(study.lambdas, study.variance, marker=".", label="variance")
+    ax_c.plot(study.lambdas, study.mse, color="black", lw=2, label="bias$^2$ + variance")
+    ax_c.axvline(study.lambdas[k], color="tab:red", ls="--")
+    ax_c.set_xlabel(r"$\lambda$")
+    ax_c.set_title("error of the advantage estimates")
+    ax_c.legend(fontsize="small")
+    rng = np.random.default_rng(0)
+    jitter = rng.normal(0, 0.004, size=study.truth.shape)
+    centred = study.centred(k)
+    ax_s.scatter(study.truth + jitter, centred, s=3, alpha=0.15, color="tab:blue")
+    lo, hi = study.truth.min() - 0.05, study.truth.max() + 0.05
+    ax_s.plot([lo, hi], [lo, hi], color="black", lw=1, ls=":", label="estimate = truth")
+    ax_s.set_xlim(lo, hi)
+    ax_s.set_ylim(-0.6, 0.6)
+    ax_s.set_xlabel(r"true advantage $A(s, a)$")
+    ax_s.set_ylabel(r"estimate $\hat A_t$ (per-state shift removed)")
+    ax_s.set_title(rf"GAE estimates, $\lambda$ = {study.lambdas[k]:.2f}")
+    ax_s.legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+
+
+def describe_gae_study(data) -> str:
+    study, lam = data
+    k = int(np.argmin(np.abs(study.lambdas - lam)))
+    return (f"<b>lambda = {study.lambdas[k]:.2f}</b>: bias<sup>2</sup> = {study.bias_sq[k]:.5f}, "
+            f"variance = {study.variance[k]:.5f}, total = {study.mse[k]:.5f} "
+            f"(best lambda here: {study.lambdas[int(np.argmin(study.mse))]:.2f})")
+
+
+def lambda_widget(make_study, lambdas, errors=(0.0, 0.25, 0.5, 0.75, 1.0), lam: float = 0.95,
+                  error: float = 1.0) -> LiveFigure:
+    """Sliders for lambda and for how wrong the critic is. ``make_study(error)``
+    returns a :class:`~ppo_lib.toy_problems.GAEStudy` over ``lambdas``; each
+    critic is studied once and kept."""
+    import ipywidgets as widgets
+
+    lambdas = [float(x) for x in lambdas]
+    lam_slider = widgets.SelectionSlider(options=[(f"{x:.2f}", x) for x in lambdas],
+                                         value=min(lambdas, key=lambda x: abs(x - lam)), description="lambda",
+                                         continuous_update=True, layout=widgets.Layout(width="60%"))
+    err_slider = widgets.SelectionSlider(options=[(f"{x:.2f}", float(x)) for x in errors], value=float(error),
+                                         description="critic error", continuous_update=False,
+                                         style={"description_width": "initial"},
+                                         layout=widgets.Layout(width="60%"))
+    studies: dict[float, object] = {}
+
+    def compute(lam, critic_error):
+        if critic_error not in studies:
+            studies[critic_error] = make_study(critic_error)
+        return studies[critic_error], lam
+
+    return LiveFigure({"lam": lam_slider, "critic_error": err_slider}, compute, draw_gae_study,
+                      describe_gae_study, figsize=(10.0, 3.8))
+
+
+def training_widget(run_fn, options: Sequence[float], value: float, name: str, draw, describe=None,
+                    figsize=(10.0, 3.6)) -> LiveFigure:
+    """A slider over a few settings of a training run: ``run_fn(setting)`` is slow,
+    so each setting is trained once (with its own progress bar) and cached; moving
+    back to a setting already seen is instant."""
+    import ipywidgets as widgets
+
+    options = [float(x) for x in options]
+    slider = widgets.SelectionSlider(options=[(f"{x:g}", x) for x in options], value=float(value),
+                                     description=name, continuous_update=False,
+                                     layout=widgets.Layout(width="60%"))
+    return LiveFigure({name: slider}, lambda **kw: run_fn(kw[name]), draw, describe, figsize=figsize, cache=True)

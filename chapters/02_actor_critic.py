@@ -1,0 +1,252 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 2 — Actor-critic
+#
+# REINFORCE waits for the end of every episode and weighs each action by a noisy
+# sum of everything that came after. An actor-critic learns a second network, the
+# **critic** $V_\phi(s)$, that predicts that sum — and uses the prediction both as a
+# baseline and as a stand-in for the rewards it has not seen yet.
+#
+# **Learning objectives.** After this chapter you can:
+#
+# - Explain how a learned value function serves as a baseline and as a bootstrap.
+# - Compute TD errors and use them as one-step advantage estimates.
+# - Handle episode ends correctly: no bootstrap after a termination, a bootstrap from the true final observation after a truncation.
+# - Show with an endless task under a time limit why treating truncation as termination is a bug.
+# - Train advantage actor-critic (A2C) on CartPole-v1 and compare it with REINFORCE on the same budget.
+
+# %%
+import gymnasium as gym
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ppo_lib.advantages import bootstrap_values as library_bootstrap_values
+from ppo_lib.algos import A2C, REINFORCE, A2CConfig, ReinforceConfig
+from ppo_lib.checks import check_bootstrap_values, check_td_errors
+from ppo_lib.envs import VecEnv
+from ppo_lib.plots import learning_curves
+from ppo_lib.policies import ActorCritic
+from ppo_lib.rollout import collect_rollout
+from ppo_lib.toy_problems import ConstantRewardEnv
+from ppo_lib.train import train
+
+torch.set_num_threads(1)
+SEEDS = [0, 1, 2]
+
+# %% [markdown]
+# ## The critic, and the TD error
+#
+# The value of a state under the policy is the expected return from it,
+# $V^\pi(s) = \mathbb E_\pi[\sum_{k\ge 0}\gamma^k r_{t+k} \mid s_t = s]$. It satisfies a
+# one-step consistency (the Bellman equation):
+# $V^\pi(s_t) = \mathbb E[r_t + \gamma V^\pi(s_{t+1})]$.
+#
+# The **TD error** measures, for one transition, how much better things went than the
+# critic expected:
+#
+# $$\delta_t = r_t + \gamma V_\phi(s_{t+1}) - V_\phi(s_t).$$
+#
+# If $V_\phi = V^\pi$, then $\mathbb E[\delta_t \mid s_t, a_t] = Q^\pi(s_t,a_t) - V^\pi(s_t) = A^\pi(s_t,a_t)$,
+# the **advantage** of $a_t$: a one-step, low-variance estimate we can plug into the
+# policy gradient instead of $\hat G_t - b(s_t)$. The price is bias: where the critic is
+# wrong, so is $\delta_t$. Chapter 3 shows how to dial between the two.
+#
+# The critic itself is trained by regression on targets built the same way,
+# $\min_\phi \tfrac12 (V_\phi(s_t) - \hat R_t)^2$.
+
+# %% [markdown]
+# ### Exercise 2.1 — TD errors
+#
+# Write `td_errors(rewards, values, next_values, gamma)` for NumPy arrays of shape
+# `(T,)` or `(T, N)`: $\delta_t = r_t + \gamma\,\mathrm{next\_values}_t - \mathrm{values}_t$.
+# `next_values[t]` is the value of whatever follows step t — the next exercise builds it.
+
+# %% nbgrader={"grade": false, "grade_id": "td_errors", "locked": false, "schema_version": 3, "solution": true}
+def td_errors(rewards, values, next_values, gamma):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+td_errors = check_td_errors(td_errors)
+
+# %% [markdown]
+# ## What follows the last step of an episode?
+#
+# In a batch of T steps from N environments, the value that follows step t is usually
+# $V(s_{t+1})$, the next row. Three exceptions, and every one of them is a classic bug:
+#
+# - **Termination** (the pole fell): nothing follows. $V_{next} = 0$.
+# - **Truncation** (a time limit): the episode was *cut*, the task was not over. The
+#   future still had value, so bootstrap from $V$ of the **true final observation**.
+#   Gymnasium's vector environments have already reset that copy: the next row holds
+#   the first observation of a *new* episode, and its value is the wrong number. Our
+#   `VecEnv` keeps the final observation, and the rollout stores
+#   `final_values[t]` $= V(s_{\text{final}})$ for every truncated step.
+# - **The end of the batch**: the episode goes on, so bootstrap from the value of the
+#   observation after the batch, `last_value`.
+#
+# (CleanRL's PPO and Spinning Up treat truncation as termination; Stable-Baselines3
+# fixed it in its issue 633. Below we *measure* what that mistake costs.)
+
+# %% [markdown]
+# ### Exercise 2.2 — bootstrap values
+#
+# Write `bootstrap_values(values, last_value, terminated, truncated, final_values)`:
+# `values`, `terminated`, `truncated`, `final_values` have shape `(T,)` or `(T, N)`;
+# `last_value` has shape `()` or `(N,)`. Return `next_values` of the same shape as
+# `values` following the rules above.
+
+# %% nbgrader={"grade": false, "grade_id": "bootstrap_values", "locked": false, "schema_version": 3, "solution": true}
+def bootstrap_values(values, last_value, terminated, truncated, final_values):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+bootstrap_values = check_bootstrap_values(bootstrap_values)
+
+# %% [markdown]
+# ## Measured: an endless task under a time limit
+#
+# A tiny environment: the observation never changes, every step pays $+1$, and
+# nothing ever terminates — but a time limit truncates each episode after 20 steps.
+# The task is endless, so the true value of its (only) state is
+# $\sum_k \gamma^k = 1/(1-\gamma) = 10$ for $\gamma = 0.9$.
+#
+# We fit a critic on rollouts, once with the rules above and once treating the time
+# limit as a termination. **Predict** the second answer before you run the cell.
+
+# %%
+GAMMA = 0.9
+
+
+def fit_critic(truncation_is_termination, iterations=150, seed=0):
+    torch.manual_seed(seed)
+    venv = VecEnv(ConstantRewardEnv, num_envs=4, seed=seed, max_episode_steps=20)
+    agent = ActorCritic(venv.single_observation_space, venv.single_action_space, hidden=(16,))
+    optimizer = torch.optim.Adam(agent.critic.parameters(), lr=0.05)
+    obs = venv.reset()
+    for _ in range(iterations):
+        batch, obs = collect_rollout(venv, agent, 32, obs)
+        terminated = batch.terminated | batch.truncated if truncation_is_termination else batch.terminated
+        next_v = torch.as_tensor(bootstrap_values(batch.values.numpy(), batch.last_value.numpy(), terminated.numpy(),
+                                                  batch.truncated.numpy(), batch.final_values.numpy()))
+        # a few regression steps on the one-step targets r + gamma V_next (kept fixed)
+        targets = (batch.rewards + GAMMA * next_v).float()
+        for _ in range(5):
+            loss = 0.5 * (agent.value(batch.obs) - targets).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return float(agent.value(torch.zeros(1, 1)))
+
+
+v_right = fit_critic(truncation_is_termination=False)
+v_wrong = fit_critic(truncation_is_termination=True)
+print(f"true value 1/(1-gamma)          = {1 / (1 - GAMMA):.2f}")
+print(f"critic, truncation bootstrapped = {v_right:.2f}")
+print(f"critic, truncation = termination = {v_wrong:.2f}")
+assert abs(v_right - 10.0) < 0.5 and v_wrong < 9.0
+
+# %% [markdown]
+# Treating the time limit as a real end teaches the critic that the world is about to
+# end — in the middle of a task that never ends. The critic settles on a blend of
+# "10" and "1, because the episode is over", averaged over the positions in the
+# episode it cannot see. In CartPole the same error makes states *near the time limit*
+# look bad, although the agent did everything right.
+#
+# The library does this with `ppo_lib.advantages.bootstrap_values`, which agrees with
+# yours:
+
+# %%
+cartpole = VecEnv("CartPole-v1", num_envs=4, seed=1, max_episode_steps=30)  # a short limit: some truncations
+random_agent = ActorCritic(cartpole.single_observation_space, cartpole.single_action_space)
+batch, _ = collect_rollout(cartpole, random_agent, 64, cartpole.reset())
+args = (batch.values, batch.last_value, batch.terminated, batch.truncated, batch.final_values)
+np.testing.assert_allclose(bootstrap_values(*(a.numpy() for a in args)), library_bootstrap_values(*args).numpy(),
+                           rtol=1e-5, atol=1e-6)
+print(f"agree on a CartPole batch with {int(batch.terminated.sum())} terminations "
+      f"and {int(batch.truncated.sum())} truncations")
+
+# %% [markdown]
+# ## A2C: advantage actor-critic
+#
+# A2C runs N environments for a few steps (here 8 x 5), computes the advantages from
+# the TD errors and the bootstrap rules above, and takes one step on
+#
+# $$L = -\frac1B\sum_b \log\pi_\theta(a_b|s_b)\,\hat A_b \;+\; c_v\,\frac1B\sum_b \tfrac12\big(V_\phi(s_b) - \hat R_b\big)^2 \;-\; c_e\,\mathcal H[\pi_\theta],$$
+#
+# policy loss, value loss and an optional entropy bonus. With `gae_lambda=1` (the
+# default here) $\hat A_t$ is the discounted sum of rewards up to the end of the
+# 5-step window plus the bootstrapped value, minus $V(s_t)$: an n-step advantage.
+# The code is `ppo_lib/algos/a2c.py`.
+#
+# Same budget as REINFORCE in chapter 1: 30 000 steps, three seeds.
+
+# %%
+env = gym.make("CartPole-v1")
+runs = {"REINFORCE": [], "A2C": []}
+for seed in SEEDS:
+    reinforce = REINFORCE(env.observation_space, env.action_space, ReinforceConfig(), seed=seed)
+    runs["REINFORCE"].append(train(reinforce, "CartPole-v1", 30_000, seed=seed).history)
+    a2c = A2C(env.observation_space, env.action_space, A2CConfig(), seed=seed)
+    runs["A2C"].append(train(a2c, "CartPole-v1", 30_000, seed=seed).history)
+    for label in runs:
+        h = runs[label][-1]
+        first = h.first_step_reaching(195)
+        print(f"{label:9s} seed {seed}: 195 reached at {first if first else '-':>6} steps; "
+              f"last 20 episodes {np.mean(h.episode_returns[-20:]):6.1f}; {h.wall_time:.1f} s")
+
+# %%
+fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(11, 3.6))
+learning_curves(ax, runs, threshold=195, title="same budget, CartPole-v1")
+h = runs["A2C"][0]
+smoothed = np.convolve(h.diagnostics["value_loss"], np.ones(25) / 25, mode="valid")
+ax_d.plot(h.update_steps[24:], smoothed, label="value loss (mean of 25 updates)")
+ax_d.set_yscale("log")
+ax_d.set_xlabel("environment steps")
+ax_d.set_title("A2C seed 0: the critic's loss (smoothed)")
+ax_d.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# With these settings A2C updates every 40 steps instead of every 2 000, and its
+# advantages lean on the critic instead of on long noisy sums. The value loss grows at
+# first — the returns grow as the policy improves, and the critic chases a moving
+# target — which is the normal picture of an actor-critic.
+
+# %% [markdown]
+# ## What we learned
+#
+# - A critic $V_\phi$ gives a baseline and a bootstrap; the TD error
+#   $\delta_t = r_t + \gamma V(s_{t+1}) - V(s_t)$ is a one-step advantage estimate.
+# - After a termination nothing follows; after a truncation the future still counts
+#   and we bootstrap from $V$ of the true final observation; at the end of a batch we
+#   bootstrap from the next observation. Getting truncation wrong biases the critic,
+#   measurably.
+# - A2C = those advantages in the policy-gradient loss, plus a value loss, on short
+#   rollouts from parallel environments.
+#
+# ## Further reading
+#
+# - V. Mnih et al., *Asynchronous methods for deep reinforcement learning*, ICML 2016
+#   (A3C; A2C is its synchronous variant).
+# - F. Pardo, A. Tavakoli, V. Levdik, P. Kormushev, *Time limits in reinforcement
+#   learning*, ICML 2018.
+# - R. S. Sutton and A. G. Barto, *Reinforcement Learning: An Introduction*, 2nd ed.,
+#   chapters 6 and 13.5.

@@ -1,0 +1,87 @@
+"""Env steps and wall-clock seconds each algorithm needs to reach a return threshold.
+
+    .venv/bin/python benchmarks/steps_to_threshold.py                 # REINFORCE and A2C, CartPole-v1, 195
+    .venv/bin/python benchmarks/steps_to_threshold.py --seeds 0 1 2 3 4 --threshold 195
+
+"Reached" means: the mean of the last 20 training episodes first reaches the
+threshold (the classic CartPole-v1 "solved" criterion uses 195). Training time
+only (no evaluation runs). Prints a table (median, min, max over seeds) and
+writes JSON next to this script, in results/, with the command, date and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ppo_lib.algos import A2C, REINFORCE, A2CConfig, ReinforceConfig  # noqa: E402
+from ppo_lib.train import train  # noqa: E402
+
+ALGOS = {
+    "reinforce": lambda env, seed: REINFORCE(env.observation_space, env.action_space, ReinforceConfig(), seed=seed),
+    "a2c": lambda env, seed: A2C(env.observation_space, env.action_space, A2CConfig(), seed=seed),
+}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--threshold", type=float, default=195.0)
+    p.add_argument("--budget", type=int, default=300_000, help="max env steps per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "steps_to_threshold.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    env = gym.make(args.env)
+    rows = {}
+    for name in args.algos:
+        runs = []
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            result = train(ALGOS[name](env, seed), args.env, args.budget, seed=seed, progress=False,
+                           stop_at=args.threshold)
+            seconds = time.perf_counter() - t0
+            steps = result.history.first_step_reaching(args.threshold)
+            runs.append({"seed": seed, "steps": steps, "seconds": round(seconds, 2) if steps else None,
+                         "env_steps_run": result.history.total_steps})
+            print(f"{name:10s} seed {seed}: {steps if steps else 'not reached'} steps, {seconds:.1f} s", flush=True)
+        ok = [r for r in runs if r["steps"]]
+        rows[name] = {"runs": runs, "reached": f"{len(ok)}/{len(runs)}"}
+        if ok:
+            for key in ("steps", "seconds"):
+                vals = [r[key] for r in ok]
+                rows[name][key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+    print(f"\n{args.env}, threshold {args.threshold:g} (mean of last 20 episodes), seeds {args.seeds}")
+    print(f"{'algo':10s} {'reached':>8s} {'steps median [min, max]':>28s} {'seconds median [min, max]':>28s}")
+    for name, row in rows.items():
+        if "steps" in row:
+            s, t = row["steps"], row["seconds"]
+            print(f"{name:10s} {row['reached']:>8s} {s['median']:>10.0f} [{s['min']:>6}, {s['max']:>6}]"
+                  f"      {t['median']:>8.1f} [{t['min']:>5.1f}, {t['max']:>5.1f}]")
+        else:
+            print(f"{name:10s} {row['reached']:>8s}   never reached within {args.budget} steps")
+    record = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "torch": torch.__version__, "cpus": __import__("os").cpu_count(),
+                          "torch_threads": args.threads},
+              "env": args.env, "threshold": args.threshold, "results": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

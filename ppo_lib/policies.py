@@ -62,6 +62,17 @@ class CategoricalActor(nn.Module):
     def entropy(self, dist: Distribution) -> torch.Tensor:
         return dist.entropy()
 
+    def params(self, obs: torch.Tensor) -> torch.Tensor:
+        """What determines the distribution at ``obs``: the logits, (B, n_actions)."""
+        return self.logits(obs)
+
+    def from_params(self, params: torch.Tensor) -> Distribution:
+        return Categorical(logits=params)
+
+    def kl(self, old: Distribution, new: Distribution) -> torch.Tensor:
+        """KL(old || new) per state, shape (B,)."""
+        return torch.distributions.kl_divergence(old, new)
+
 
 class GaussianActor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64), init_log_std: float = 0.0):
@@ -78,6 +89,18 @@ class GaussianActor(nn.Module):
 
     def entropy(self, dist: Distribution) -> torch.Tensor:
         return dist.entropy().sum(-1)
+
+    def params(self, obs: torch.Tensor) -> torch.Tensor:
+        """Mean and log-std side by side, (B, 2 * act_dim)."""
+        mean = self.mean(obs)
+        return torch.cat([mean, self.log_std.expand_as(mean)], dim=-1)
+
+    def from_params(self, params: torch.Tensor) -> Distribution:
+        mean, log_std = params.chunk(2, dim=-1)
+        return Normal(mean, log_std.exp())
+
+    def kl(self, old: Distribution, new: Distribution) -> torch.Tensor:
+        return torch.distributions.kl_divergence(old, new).sum(-1)  # independent dims: KLs add
 
 
 class ActorCritic(nn.Module):

@@ -113,9 +113,12 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
     start = venv.total_steps
     try:
         while venv.total_steps - start < total_steps:
+            if hasattr(algo, "set_progress"):  # learning-rate / clip annealing
+                algo.set_progress((venv.total_steps - start) / total_steps)
             rollout, obs = collect_rollout(venv, policy, algo.rollout_steps, obs)
             info = algo.update(rollout)
-            bad = {k: v for k, v in info.items() if not math.isfinite(v)}
+            # explained variance is legitimately undefined (nan) when the targets are constant
+            bad = {k: v for k, v in info.items() if not math.isfinite(v) and k != "explained_variance"}
             if bad:
                 raise TrainingDiverged(
                     f"update {algo.n_updates} at env step {venv.total_steps}: non-finite {sorted(bad)}; "

@@ -1,0 +1,178 @@
+r"""Proximal Policy Optimization (Schulman et al., 2017): PPO-Clip and PPO-Penalty.
+
+Each update takes one rollout of T steps from N environments (B = T x N samples),
+computes GAE advantages and value targets once, then runs ``epochs`` passes of
+shuffled minibatches over it, minimising
+
+.. math:: L = -L^{\text{policy}} + c_1 L^{VF} - c_2 S[\pi_\theta]
+
+where the policy objective is, by ``variant``:
+
+- ``"clip"``: :math:`L^{CLIP} = \hat{\mathbb E}[\min(r_t A_t, \mathrm{clip}(r_t, 1-\epsilon, 1+\epsilon) A_t)]`,
+- ``"penalty"``: :math:`L^{KLPEN} = \hat{\mathbb E}[r_t A_t - \beta\,\mathrm{KL}[\pi_{old}(\cdot|s_t), \pi_\theta(\cdot|s_t)]]`
+  with the adaptive rule after each update: KL > 1.5 target -> beta x 2, KL < target / 1.5 -> beta / 2,
+- ``"none"``: the unclipped surrogate :math:`\hat{\mathbb E}[r_t A_t]` (the paper's "no clipping" row),
+
+and :math:`r_t = \exp(\log\pi_\theta(a_t|s_t) - \log\pi_{old}(a_t|s_t))`. Shapes: rollout
+tensors (T, N) are flattened to (B,); minibatches are (M,).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ppo_lib.advantages import rollout_advantages
+from ppo_lib.algos.base import Algorithm
+from ppo_lib.config import check_choice, check_range
+from ppo_lib.losses import (approx_kl, clipped_surrogate, clipped_value_loss, kl_penalty_surrogate, normalize,
+                            value_loss)
+
+
+def adaptive_kl_beta(beta: float, kl: float, kl_target: float) -> float:
+    """The PPO paper's rule (section 4), applied after each policy update."""
+    if kl < kl_target / 1.5:
+        return beta / 2.0
+    if kl > kl_target * 1.5:
+        return beta * 2.0
+    return beta
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """Defaults are the PPO paper's (its MuJoCo settings, Table 3)."""
+
+    variant: str = "clip"            # "clip" | "penalty" | "none"
+    clip_eps: float = 0.2
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    lr: float = 3e-4
+    rollout_steps: int = 2048        # T per env
+    num_envs: int = 1
+    epochs: int = 10
+    minibatch_size: int = 64
+    value_coef: float = 1.0          # c1
+    entropy_coef: float = 0.0        # c2
+    max_grad_norm: float = 0.5       # global gradient clipping; 0 disables
+    beta: float = 1.0                # initial KL coefficient (penalty variant)
+    kl_target: float = 0.01          # d_targ (penalty variant)
+    adaptive_beta: bool = True       # False: a fixed beta
+    target_kl: float | None = None   # stop the epochs early once the k3 KL estimate exceeds this
+    clip_value: bool = False         # clip the value loss around the old values (by clip_eps)
+    normalize_advantages: bool = True  # per minibatch
+    anneal_lr: bool = False          # linearly to 0 over the training run
+    anneal_clip: bool = False        # clip_eps linearly to 0 too (rl-zoo's CartPole setting)
+    adam_eps: float = 1e-5           # as in OpenAI baselines' PPO2
+    hidden: tuple = (64, 64)
+
+    def __post_init__(self):
+        check_choice(self, "variant", ("clip", "penalty", "none"))
+        check_range(self, "clip_eps", 0, 1, low_open=True, high_open=True)
+        check_range(self, "gamma", 0, 1)
+        check_range(self, "gae_lambda", 0, 1)
+        check_range(self, "lr", 0, 1, low_open=True)
+        check_range(self, "rollout_steps", 1, integer=True)
+        check_range(self, "num_envs", 1, integer=True)
+        check_range(self, "epochs", 1, integer=True)
+        check_range(self, "minibatch_size", 1, integer=True)
+        check_range(self, "value_coef", 0)
+        check_range(self, "entropy_coef", 0)
+        check_range(self, "max_grad_norm", 0)
+        check_range(self, "beta", 0)
+        check_range(self, "kl_target", 0, low_open=True)
+        check_range(self, "adam_eps", 0, low_open=True)
+        if self.target_kl is not None:
+            check_range(self, "target_kl", 0, low_open=True)
+        if self.minibatch_size > self.rollout_steps * self.num_envs:
+            raise ValueError(f"minibatch_size={self.minibatch_size}: must be <= rollout_steps x num_envs "
+                             f"= {self.rollout_steps * self.num_envs}")
+
+
+#: A CartPole preset for notebooks: rl-baselines3-zoo's tuned hyperparameters.
+CARTPOLE_PRESET = dict(num_envs=8, rollout_steps=32, minibatch_size=256, gamma=0.98, gae_lambda=0.8,
+                       epochs=20, lr=1e-3, entropy_coef=0.0, anneal_lr=True, anneal_clip=True)
+
+
+class PPO(Algorithm):
+    def __init__(self, observation_space, action_space, config: PPOConfig | None = None, seed: int = 0):
+        super().__init__(observation_space, action_space, config or PPOConfig(), seed)
+        self.beta = self.config.beta
+        self.progress = 0.0
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def set_progress(self, fraction: float) -> None:
+        """Called by the training loop before each update (0 at the start, -> 1 at the end)."""
+        self.progress = min(max(fraction, 0.0), 1.0)
+        if self.config.anneal_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr * (1.0 - self.progress)
+
+    @property
+    def clip_eps(self) -> float:
+        c = self.config
+        return c.clip_eps * (1.0 - self.progress) if c.anneal_clip else c.clip_eps
+
+    def update(self, rollout) -> dict[str, float]:
+        c, actor = self.config, self.policy.actor
+        advantages, targets = rollout_advantages(rollout, c.gamma, c.gae_lambda)
+        obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
+        logp_old, values_old = rollout.logprobs.flatten(), rollout.values.flatten()
+        advantages, targets = advantages.flatten(), targets.flatten()
+        with torch.no_grad():
+            old_params = actor.params(obs)  # pi_old at every state, for the exact KL
+        eps = max(self.clip_eps, 1e-8)
+        B = obs.shape[0]
+        stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "kl")}
+        epochs_done, stopped_early = 0, False
+        for _ in range(c.epochs):
+            perm = torch.randperm(B, generator=self._generator)
+            for start in range(0, B - c.minibatch_size + 1, c.minibatch_size):
+                mb = perm[start:start + c.minibatch_size]
+                dist = actor.distribution(obs[mb])
+                logp, entropy = actor.log_prob(dist, actions[mb]), actor.entropy(dist)
+                values = self.policy.value(obs[mb])
+                ratio = torch.exp(logp - logp_old[mb])
+                adv = normalize(advantages[mb]) if c.normalize_advantages else advantages[mb]
+                kl = actor.kl(actor.from_params(old_params[mb]), dist)
+                if c.variant == "clip":
+                    objective = clipped_surrogate(ratio, adv, eps)
+                elif c.variant == "penalty":
+                    objective = kl_penalty_surrogate(ratio, adv, kl, self.beta)
+                else:
+                    objective = (ratio * adv.detach()).mean()
+                if c.clip_value:
+                    v_loss = clipped_value_loss(values, values_old[mb], targets[mb], eps)
+                else:
+                    v_loss = value_loss(values, targets[mb])
+                loss = -objective + c.value_coef * v_loss - c.entropy_coef * entropy.mean()
+                self._step(loss, c.max_grad_norm)
+                stats["policy_loss"].append(-objective.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["entropy"].append(entropy.mean().item())
+                stats["clip_fraction"].append(((ratio - 1.0).abs() > eps).float().mean().item())
+                stats["kl"].append(kl.mean().item())
+            epochs_done += 1
+            if c.target_kl is not None:
+                with torch.no_grad():
+                    _, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
+                if k3 > c.target_kl:
+                    stopped_early = True
+                    break
+        # Diagnostics of the whole update: pi_new against pi_old on the full batch.
+        with torch.no_grad():
+            dist = actor.distribution(obs)
+            k1, k3 = approx_kl(logp_old, actor.log_prob(dist, actions))
+            kl_exact = actor.kl(actor.from_params(old_params), dist).mean().item()
+            values_new = self.policy.value(obs)
+        var_y = targets.var().item()
+        explained = float("nan") if var_y == 0 else 1.0 - (targets - values_new).var().item() / var_y
+        info = {k: float(np.mean(v)) for k, v in stats.items()}
+        info.update(approx_kl_k1=k1, approx_kl_k3=k3, kl=kl_exact, explained_variance=explained,
+                    epochs=float(epochs_done), early_stop=float(stopped_early), beta=self.beta,
+                    lr=self.optimizer.param_groups[0]["lr"], clip_eps=eps)
+        if c.variant == "penalty" and c.adaptive_beta:
+            self.beta = adaptive_kl_beta(self.beta, kl_exact, c.kl_target)
+        self.n_updates += 1
+        return info

@@ -95,6 +95,11 @@ CARTPOLE_PRESET = dict(num_envs=8, rollout_steps=32, minibatch_size=256, gamma=0
                        epochs=20, lr=1e-3, entropy_coef=0.0, anneal_lr=True, anneal_clip=True)
 
 
+#: Pendulum-v1 (continuous actions): short horizon (gamma 0.9), larger steps.
+PENDULUM_PRESET = dict(num_envs=4, rollout_steps=512, minibatch_size=64, gamma=0.9, gae_lambda=0.95,
+                       epochs=10, lr=1e-3)
+
+
 class PPO(Algorithm):
     def __init__(self, observation_space, action_space, config: PPOConfig | None = None, seed: int = 0):
         super().__init__(observation_space, action_space, config or PPOConfig(), seed)

@@ -233,15 +233,80 @@ def lambda_widget(make_study, lambdas, errors=(0.0, 0.25, 0.5, 0.75, 1.0), lam: 
                       describe_gae_study, figsize=(10.0, 3.8))
 
 
-def training_widget(run_fn, options: Sequence[float], value: float, name: str, draw, describe=None,
+def training_widget(run_fn, options: Sequence, value, name: str, draw, describe=None,
                     figsize=(10.0, 3.6)) -> LiveFigure:
     """A slider over a few settings of a training run: ``run_fn(setting)`` is slow,
     so each setting is trained once (with its own progress bar) and cached; moving
-    back to a setting already seen is instant."""
+    back to a setting already seen is instant. ``options``: values, or
+    ``(label, value)`` pairs."""
     import ipywidgets as widgets
 
-    options = [float(x) for x in options]
-    slider = widgets.SelectionSlider(options=[(f"{x:g}", x) for x in options], value=float(value),
-                                     description=name, continuous_update=False,
-                                     layout=widgets.Layout(width="60%"))
+    pairs = [o if isinstance(o, tuple) else (f"{o:g}", o) for o in options]
+    slider = widgets.SelectionSlider(options=pairs, value=value, description=name, continuous_update=False,
+                                     style={"description_width": "initial"}, layout=widgets.Layout(width="60%"))
     return LiveFigure({name: slider}, lambda **kw: run_fn(kw[name]), draw, describe, figsize=figsize, cache=True)
+
+
+# --------------------------------------------------------------------------
+# Chapter 5: the clipped objective
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipView:
+    eps: float
+    r: np.ndarray               # (R,) probability ratios
+    clipped_pos: np.ndarray     # L_CLIP for A = +1
+    clipped_neg: np.ndarray     # L_CLIP for A = -1
+    flat_pos: np.ndarray        # (R,) bool: zero gradient for A = +1 (r > 1 + eps)
+    flat_neg: np.ndarray        # (R,) bool: zero gradient for A = -1 (r < 1 - eps)
+
+
+def clip_view(eps: float, r_max: float = 2.0, points: int = 401) -> ClipView:
+    """L_CLIP(r) = min(r A, clip(r, 1-eps, 1+eps) A) for A = +1 and A = -1, computed
+    with the library's own ``clipped_surrogate`` and its gradient (autograd)."""
+    import torch
+
+    from ppo_lib.losses import clipped_surrogate
+
+    r = torch.linspace(0.0, r_max, points, dtype=torch.float64)
+    out, grads = {}, {}
+    for sign in (1.0, -1.0):
+        rr = r.clone().requires_grad_(True)
+        # per-element objective: the mean over one element is the element itself
+        vals = torch.stack([clipped_surrogate(rr[i:i + 1], torch.tensor([sign], dtype=torch.float64), eps)
+                            for i in range(points)])
+        vals.sum().backward()
+        out[sign], grads[sign] = vals.detach().numpy(), rr.grad.numpy()
+    return ClipView(float(eps), r.numpy(), out[1.0], out[-1.0], grads[1.0] == 0.0, grads[-1.0] == 0.0)
+
+
+def draw_clip(view: ClipView, fig: Figure) -> None:
+    axes = fig.subplots(1, 2, sharey=False)
+    for ax, sign, vals, flat in ((axes[0], 1, view.clipped_pos, view.flat_pos),
+                                 (axes[1], -1, view.clipped_neg, view.flat_neg)):
+        ax.plot(view.r, sign * view.r, color="gray", ls="--", label=r"unclipped $r A$")
+        ax.plot(view.r, vals, color="tab:blue", lw=2.5, label=r"$L^{CLIP}$")
+        ymin, ymax = min(vals.min(), (sign * view.r).min()), max(vals.max(), (sign * view.r).max())
+        ax.fill_between(view.r, ymin - 0.1, ymax + 0.1, where=flat, color="tab:red", alpha=0.12,
+                        label="zero gradient")
+        for edge in (1 - view.eps, 1 + view.eps):
+            ax.axvline(edge, color="tab:red", lw=0.8, ls=":")
+        ax.axvline(1.0, color="black", lw=0.5)
+        ax.set_xlabel(r"probability ratio $r = \pi_\theta / \pi_{old}$")
+        ax.set_title(f"advantage A {'> 0' if sign > 0 else '< 0'} (A = {sign:+d}), eps = {view.eps:.2f}")
+        ax.legend(fontsize="small", loc="upper left" if sign > 0 else "upper right")
+    fig.tight_layout()
+
+
+def describe_clip(view: ClipView) -> str:
+    return (f"<b>eps = {view.eps:.2f}</b>: for A &gt; 0 the objective stops rewarding r beyond "
+            f"{1 + view.eps:.2f}; for A &lt; 0 it stops rewarding r below {1 - view.eps:.2f}")
+
+
+def clip_widget(eps: float = 0.2) -> LiveFigure:
+    import ipywidgets as widgets
+
+    slider = widgets.FloatSlider(value=eps, min=0.05, max=0.5, step=0.05, description="epsilon",
+                                 readout_format=".2f", continuous_update=True, layout=widgets.Layout(width="60%"))
+    return LiveFigure({"eps": slider}, clip_view, draw_clip, describe_clip, figsize=(10.0, 3.6))

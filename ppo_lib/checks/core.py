@@ -134,6 +134,14 @@ def _same_input(before: Any, after: Any) -> bool:
     return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
 
+def _learner_frame(exc: BaseException) -> traceback.FrameSummary:
+    """The deepest frame of the traceback in the learner's own code (not in a library)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "site-packages" not in f.filename and "/ppo_lib/checks/" not in f.filename
+           and "/lib/python" not in f.filename]
+    return own[-1] if own else frames[-1]
+
+
 class Exercise:
     """An exercise: a reference implementation, cases, and a catalogue of mistakes.
 
@@ -185,7 +193,7 @@ class Exercise:
                     f"○ {self.name}: not filled in yet. Replace `raise NotImplementedError()` "
                     f"with your code and run the cell again.\n{fallback}"), self.reference)
             except Exception as exc:  # the learner's bug, reported, never re-raised
-                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                frame = _learner_frame(exc)
                 code = (frame.line or "").strip()
                 where = f" (line {frame.lineno}: `{code}`)" if code else f" (line {frame.lineno})"
                 return CheckResult(self.name, "error", (

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
 from ppo_lib.config import check_range
@@ -55,6 +57,9 @@ class A2C(Algorithm):
         obs = rollout.obs.flatten(0, 1)
         actions = rollout.actions.flatten(0, 1)
         adv, targets = adv.flatten(), targets.flatten()
+        actor = self.policy.actor
+        with torch.no_grad():
+            old_params = actor.params(obs)
         logp, entropy, values = self.policy.evaluate(obs, actions)
         if c.normalize_advantages:
             adv = normalize(adv)
@@ -62,6 +67,8 @@ class A2C(Algorithm):
         v_loss = value_loss(values, targets)
         loss = pg + c.value_coef * v_loss - c.entropy_coef * entropy.mean()
         grad_norm = self._step(loss, c.max_grad_norm)
+        with torch.no_grad():  # how far did this one step move the policy? KL(old || new), batch mean
+            kl = actor.kl(actor.from_params(old_params), actor.distribution(obs)).mean().item()
         self.n_updates += 1
         return {"policy_loss": pg.item(), "value_loss": v_loss.item(), "entropy": entropy.mean().item(),
-                "grad_norm": grad_norm}
+                "grad_norm": grad_norm, "kl": kl}

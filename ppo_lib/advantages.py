@@ -55,6 +55,11 @@ def _check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name}: non-finite value {x[tuple(idx)].item()} at index {idx}")
 
 
+def _check_shape(name: str, x: torch.Tensor, shape: tuple, like: str = "rewards") -> None:
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name}: shape {tuple(x.shape)} does not match {like} {tuple(shape)}")
+
+
 def _check_rates(gamma: float, lam: float | None = None) -> None:
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma={gamma}: must be in [0, 1]")
@@ -98,10 +103,14 @@ def bootstrap_values(values, last_value, terminated, truncated, final_values) ->
     - ``final_values[t]`` (V of the true final observation) if it was truncated;
     - otherwise ``V(s_{t+1})``: ``values[t+1]``, or ``last_value`` for the last step.
     """
-    v = _t(values)
-    nxt = torch.cat([v[1:], _t(last_value).reshape((1, *v.shape[1:]))], dim=0)
-    nxt = torch.where(_t(truncated, torch.bool), _t(final_values), nxt)
-    return torch.where(_t(terminated, torch.bool), torch.zeros_like(nxt), nxt)
+    v, last = _t(values), _t(last_value)
+    term, trunc, final = _t(terminated, torch.bool), _t(truncated, torch.bool), _t(final_values)
+    _check_shape("last_value", last, v.shape[1:], "one step of values")
+    for name, x in (("terminated", term), ("truncated", trunc), ("final_values", final)):
+        _check_shape(name, x, v.shape, "values")
+    nxt = torch.cat([v[1:], last.reshape((1, *v.shape[1:]))], dim=0)
+    nxt = torch.where(trunc, final, nxt)
+    return torch.where(term, torch.zeros_like(nxt), nxt)
 
 
 def td_errors(rewards, values, next_values, gamma: float) -> torch.Tensor:
@@ -111,9 +120,11 @@ def td_errors(rewards, values, next_values, gamma: float) -> torch.Tensor:
     (:func:`bootstrap_values`).
     """
     _check_rates(gamma)
-    r = _t(rewards)
+    r, v, nv = _t(rewards), _t(values), _t(next_values)
     _check_finite("rewards", r)
-    return r + gamma * _t(next_values) - _t(values)
+    _check_shape("values", v, r.shape)
+    _check_shape("next_values", nv, r.shape)
+    return r + gamma * nv - v
 
 
 def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.Tensor:

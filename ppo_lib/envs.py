@@ -46,6 +46,11 @@ class EpisodeStats:
         self.lengths: list[int] = []
         self.steps: list[int] = []  # total env steps (all envs) when each episode ended
 
+    def abandon_running(self) -> None:
+        """Forget the partial sums of the episodes in progress (after a reset)."""
+        self._ret[:] = 0.0
+        self._len[:] = 0
+
     def update(self, reward: np.ndarray, done: np.ndarray, total_steps: int) -> None:
         self._ret += reward
         self._len += 1
@@ -95,6 +100,7 @@ class VecEnv:
         """Reset all copies; copy i gets seed ``seed + i`` (so a seed fixes every episode)."""
         obs, _ = self.envs.reset(seed=[self.seed + i for i in range(self.num_envs)])
         self.single_action_space.seed(self.seed)
+        self.stats.abandon_running()  # steps before a reset belong to no episode
         return obs
 
     def step(self, actions: np.ndarray) -> StepResult:

@@ -80,9 +80,11 @@ class GaussianActor(nn.Module):
         self.mean = mlp(obs_dim, hidden, act_dim, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
+    LOG_STD_RANGE = (-20.0, 2.0)  # keeps the scale positive and finite even after a wild update
+
     def distribution(self, obs: torch.Tensor) -> Distribution:
         mean = self.mean(obs)
-        return Normal(mean, self.log_std.exp().expand_as(mean))
+        return Normal(mean, self.log_std.clamp(*self.LOG_STD_RANGE).exp().expand_as(mean))
 
     def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
         return dist.log_prob(actions).sum(-1)  # independent dims: log-probs add
@@ -93,7 +95,7 @@ class GaussianActor(nn.Module):
     def params(self, obs: torch.Tensor) -> torch.Tensor:
         """Mean and log-std side by side, (B, 2 * act_dim)."""
         mean = self.mean(obs)
-        return torch.cat([mean, self.log_std.expand_as(mean)], dim=-1)
+        return torch.cat([mean, self.log_std.clamp(*self.LOG_STD_RANGE).expand_as(mean)], dim=-1)
 
     def from_params(self, params: torch.Tensor) -> Distribution:
         mean, log_std = params.chunk(2, dim=-1)

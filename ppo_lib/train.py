@@ -79,6 +79,10 @@ class TrainResult:
     history: History
     algo: object = None
 
+    @property
+    def interrupted(self) -> bool:
+        return self.history.interrupted
+
 
 class TrainingDiverged(FloatingPointError):
     """An update produced a NaN or infinite loss or gradient."""
@@ -111,6 +115,7 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
         bar = tqdm(total=total_steps, unit="step", desc=type(algo).__name__, leave=False)
     obs = venv.reset()
     start = venv.total_steps
+    first_episode = len(venv.stats.returns)  # a reused VecEnv carries episodes of earlier runs
     try:
         while venv.total_steps - start < total_steps:
             if hasattr(algo, "set_progress"):  # learning-rate / clip annealing
@@ -124,7 +129,7 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
                     f"update {algo.n_updates} at env step {venv.total_steps}: non-finite {sorted(bad)}; "
                     f"diagnostics: {info}. Lower the learning rate or check the rewards.")
             history.record_update(venv.total_steps - start, info)
-            _sync_episodes(history, venv, start)
+            _sync_episodes(history, venv, start, first_episode)
             if bar is not None:
                 bar.update(venv.total_steps - start - bar.n)
                 if history.episode_returns:
@@ -139,15 +144,15 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
     finally:
         if bar is not None:
             bar.close()
-        _sync_episodes(history, venv, start)
+        _sync_episodes(history, venv, start, first_episode)
         history.total_steps = venv.total_steps - start
         history.wall_time = time.perf_counter() - t0
     return TrainResult(policy, history, algo)
 
 
-def _sync_episodes(history: History, venv: VecEnv, start: int) -> None:
+def _sync_episodes(history: History, venv: VecEnv, start: int, first_episode: int) -> None:
     s = venv.stats
-    n = len(history.episode_returns)
+    n = first_episode + len(history.episode_returns)
     # episodes finished since the last sync (stats may carry episodes from before `start`)
     for r, l, st in zip(s.returns[n:], s.lengths[n:], s.steps[n:]):
         history.episode_returns.append(r)

@@ -67,6 +67,17 @@ def _wait_idle(page, timeout=120_000):
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
 
 
+def _accept_kernel_dialog(page, wait_s: float = 3.0):
+    """JupyterLab sometimes asks which kernel to start; take the notebook's own (python3)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        dialog = page.locator(".jp-Dialog:has-text('Select Kernel') .jp-mod-accept")
+        if dialog.count():
+            dialog.first.click()
+            return
+        time.sleep(0.2)
+
+
 def _stable_src(locator, timeout=30.0) -> str:
     """The image's src once it has stopped changing for a moment."""
     deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
@@ -88,6 +99,7 @@ def test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot(browser, lab):
     try:
         page.goto(lab.url)
         page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+        _accept_kernel_dialog(page)
         _wait_idle(page)
         page.click(".lm-MenuBar-item:has-text('Run')")
         page.click(".lm-Menu-item:has-text('Run All Cells')")
@@ -152,5 +164,73 @@ def test_chapter_text_files_open_as_notebooks(browser, lab):
         expected = len(jupytext.read(ROOT / "chapters" / "00_welcome.py", fmt="py:percent").cells)
         page.wait_for_selector(f".jp-StatusBar-Widget:has-text('/{expected}')", timeout=30_000)
         page.screenshot(path=str(SHOTS / "00_text_file.png"))
+    finally:
+        page.close()
+
+
+def _open_and_run_all(page, lab, stem: str, timeout_s: int = 300):
+    rel = (lab.workspace / f"{stem}.ipynb").relative_to(ROOT).as_posix()
+    page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+    _accept_kernel_dialog(page)
+    _wait_idle(page)
+    page.click(".lm-MenuBar-item:has-text('Run')")
+    page.click(".lm-Menu-item:has-text('Run All Cells')")
+    # busy first, then idle again once every cell has run
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']", timeout=30_000)
+    _wait_idle(page, timeout=timeout_s * 1000)
+
+
+def _move_and_check(page, readout_text: str, handle_index: int, presses: int, expect_text: str,
+                    shot: str, timeout_ms: int = 60_000):
+    """In the live figure whose kernel-written readout contains ``readout_text``,
+    press ArrowRight on slider handle ``handle_index``; wait for the readout to
+    contain ``expect_text``; assert the figure changed."""
+    box = page.locator(".jp-OutputArea-output .widget-vbox"
+                       f":has(> .widget-html:has-text('{readout_text}'))").first
+    box.wait_for(timeout=60_000)
+    box.scroll_into_view_if_needed()
+    element = box.element_handle()
+    image = box.locator(".widget-output img").first
+    before = _stable_src(image)
+    page.screenshot(path=str(SHOTS / f"{shot}_before.png"))
+    handle = box.locator(".noUi-handle").nth(handle_index)
+    handle.focus()
+    for _ in range(presses):
+        handle.press("ArrowRight")
+    page.wait_for_function("([el, text]) => el.innerText.includes(text)", arg=[element, expect_text],
+                           timeout=timeout_ms)
+    after_image = element.query_selector(".widget-output img")
+    deadline = time.monotonic() + 30
+    while after_image.get_attribute("src") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after_image.get_attribute("src") != before, f"{shot}: the plot did not change"
+    page.screenshot(path=str(SHOTS / f"{shot}_after.png"))
+
+
+def test_chapter_5_epsilon_sliders_redraw(browser, lab):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open_and_run_all(page, lab, "05_ppo_clip")
+        # the clipped objective: eps 0.20 -> 0.30 (two steps of 0.05), redrawn at once
+        _move_and_check(page, "eps = 0.20", 0, 2, "eps = 0.30", "05_clip")
+        # the training runs, cached: clip range 0.2 -> 0.3
+        _move_and_check(page, "475 reached", 0, 1, "eps = 0.3:", "05_training")
+    except Exception:
+        page.screenshot(path=str(SHOTS / "05_failure.png"))
+        raise
+    finally:
+        page.close()
+
+
+def test_chapter_6_beta_slider_redraws(browser, lab):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open_and_run_all(page, lab, "06_ppo_penalty")
+        # initial beta 1 -> 10: a new training run (a few seconds), then the figure changes
+        _move_and_check(page, "adaptive beta, initial 1,", 0, 1, "initial 10,", "06_beta", timeout_ms=120_000)
+    except Exception:
+        page.screenshot(path=str(SHOTS / "06_failure.png"))
+        raise
     finally:
         page.close()

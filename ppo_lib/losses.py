@@ -58,6 +58,9 @@ def kl_penalty_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, kl: torc
     :math:`L^{KLPEN} = \frac1B\sum_b \big(r_b A_b - \beta\,\mathrm{KL}[\pi_{old}(\cdot|s_b), \pi_\theta(\cdot|s_b)]\big)`."""
     if beta < 0:
         raise ValueError(f"beta={beta}: must be >= 0")
+    for name, x in (("advantages", advantages), ("kl", kl)):
+        if x.shape != ratio.shape:
+            raise ValueError(f"ratio {tuple(ratio.shape)} and {name} {tuple(x.shape)} differ in shape")
     return (ratio * advantages.detach()).mean() - beta * kl.mean()
 
 
@@ -65,6 +68,9 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, targets: 
                        clip_eps: float) -> torch.Tensor:
     """The value loss with PPO2-style clipping: the larger of the plain and the
     clipped squared error, so the critic cannot move far from its old prediction."""
+    for name, x in (("old_values", old_values), ("targets", targets)):
+        if x.shape != values.shape:
+            raise ValueError(f"values {tuple(values.shape)} and {name} {tuple(x.shape)} differ in shape")
     clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
     t = targets.detach()
     return 0.5 * torch.max((values - t) ** 2, (clipped - t) ** 2).mean()

@@ -151,9 +151,15 @@ def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.
     return adv
 
 
-def rollout_advantages(rollout, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE advantages and value targets (advantages + values) for a :class:`Rollout`."""
-    next_values = bootstrap_values(rollout.values, rollout.last_value, rollout.terminated,
+def rollout_advantages(rollout, gamma: float, lam: float,
+                       truncation_as_termination: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and value targets (advantages + values) for a :class:`Rollout`.
+
+    ``truncation_as_termination=True`` reproduces the common bug (no bootstrap at a
+    time limit); it exists only for the ablation of chapter 7.
+    """
+    terminated = rollout.terminated | rollout.truncated if truncation_as_termination else rollout.terminated
+    next_values = bootstrap_values(rollout.values, rollout.last_value, terminated,
                                    rollout.truncated, rollout.final_values)
     adv = gae(rollout.rewards, rollout.values, next_values, rollout.dones, gamma, lam)
     return adv, adv + rollout.values

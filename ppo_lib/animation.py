@@ -126,3 +126,28 @@ def animate_frames(frames: Sequence[np.ndarray], interval_ms: int = 40, dpi: int
         image.set_data(frames[i])
 
     return _js_animation(fig, update, len(frames), interval_ms)
+
+
+def animate_pendulum(observations: np.ndarray, interval_ms: int = 50, every: int = 1,
+                     title: str = "Pendulum-v1", dpi: int = 72):
+    """An inline animation of Pendulum states (cos theta, sin theta, theta_dot);
+    theta = 0 is upright."""
+    obs = np.asarray(observations)[::max(1, every)]
+    if obs.ndim != 2 or obs.shape[1] != 3:
+        raise ValueError(f"observations: expected Pendulum states of shape (T, 3), got {obs.shape}")
+    fig = Figure(figsize=(3.2, 3.2), dpi=dpi)
+    ax = fig.add_subplot()
+    ax.set_xlim(-1.3, 1.3)
+    ax.set_ylim(-1.3, 1.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    (rod,) = ax.plot([], [], lw=8, color="tab:red", solid_capstyle="round")
+    ax.plot([0], [0], "o", color="black")
+    label = ax.set_title(title)
+
+    def update(i):
+        cos, sin = obs[i, 0], obs[i, 1]
+        rod.set_data([0, sin], [0, cos])  # theta = 0 points up
+        label.set_text(f"{title}   step {i * max(1, every)}")
+
+    return _js_animation(fig, update, len(obs), interval_ms)

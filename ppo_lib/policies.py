@@ -30,14 +30,18 @@ def orthogonal_init(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_gain: float,
-        activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, out_gain: float = 1.0,
+        activation: type[nn.Module] = nn.Tanh, ortho: bool = True) -> nn.Sequential:
+    """Linear-tanh layers; ``out_dim=None`` leaves off the output layer (a shared body).
+    ``ortho=False`` keeps PyTorch's default initialisation (an ablation of chapter 7)."""
+    init = orthogonal_init if ortho else (lambda layer, gain: layer)
     layers: list[nn.Module] = []
     last = in_dim
     for h in hidden:
-        layers += [orthogonal_init(nn.Linear(last, h), math.sqrt(2)), activation()]
+        layers += [init(nn.Linear(last, h), math.sqrt(2)), activation()]
         last = h
-    layers.append(orthogonal_init(nn.Linear(last, out_dim), out_gain))
+    if out_dim is not None:
+        layers.append(init(nn.Linear(last, out_dim), out_gain))
     return nn.Sequential(*layers)
 
 
@@ -48,13 +52,21 @@ def _obs_dim(space: gym.Space) -> int:
                     f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
 
 
+def _net(obs_dim, hidden, out_dim, gain, ortho, body):
+    """An MLP, or a head on a shared ``body`` (the same module object in actor and critic)."""
+    if body is None:
+        return mlp(obs_dim, hidden, out_dim, gain, ortho=ortho)
+    return nn.Sequential(body, mlp(hidden[-1], (), out_dim, gain, ortho=ortho))
+
+
 class CategoricalActor(nn.Module):
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64)):
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), ortho: bool = True,
+                 body: nn.Module | None = None):
         super().__init__()
-        self.logits = mlp(obs_dim, hidden, n_actions, out_gain=0.01)
+        self.logits = _net(obs_dim, hidden, n_actions, 0.01, ortho, body)
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
-        return Categorical(logits=self.logits(obs))
+        return Categorical(logits=self.logits(obs), validate_args=False)
 
     def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
         return dist.log_prob(actions.long())
@@ -67,7 +79,7 @@ class CategoricalActor(nn.Module):
         return self.logits(obs)
 
     def from_params(self, params: torch.Tensor) -> Distribution:
-        return Categorical(logits=params)
+        return Categorical(logits=params, validate_args=False)
 
     def kl(self, old: Distribution, new: Distribution) -> torch.Tensor:
         """KL(old || new) per state, shape (B,)."""
@@ -75,16 +87,17 @@ class CategoricalActor(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64), init_log_std: float = 0.0):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64), init_log_std: float = 0.0,
+                 ortho: bool = True, body: nn.Module | None = None):
         super().__init__()
-        self.mean = mlp(obs_dim, hidden, act_dim, out_gain=0.01)
+        self.mean = _net(obs_dim, hidden, act_dim, 0.01, ortho, body)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
     LOG_STD_RANGE = (-20.0, 2.0)  # keeps the scale positive and finite even after a wild update
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
         mean = self.mean(obs)
-        return Normal(mean, self.log_std.clamp(*self.LOG_STD_RANGE).exp().expand_as(mean))
+        return Normal(mean, self.log_std.clamp(*self.LOG_STD_RANGE).exp().expand_as(mean), validate_args=False)
 
     def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
         return dist.log_prob(actions).sum(-1)  # independent dims: log-probs add
@@ -99,7 +112,7 @@ class GaussianActor(nn.Module):
 
     def from_params(self, params: torch.Tensor) -> Distribution:
         mean, log_std = params.chunk(2, dim=-1)
-        return Normal(mean, log_std.exp())
+        return Normal(mean, log_std.exp(), validate_args=False)
 
     def kl(self, old: Distribution, new: Distribution) -> torch.Tensor:
         return torch.distributions.kl_divergence(old, new).sum(-1)  # independent dims: KLs add
@@ -113,19 +126,25 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space,
-                 hidden: Sequence[int] = (64, 64), critic: bool = True):
+                 hidden: Sequence[int] = (64, 64), critic: bool = True, ortho_init: bool = True,
+                 shared: bool = False):
         super().__init__()
         obs_dim = _obs_dim(observation_space)
+        if shared and (not critic or not hidden):
+            raise ValueError("shared=True needs a critic and at least one hidden layer")
+        body = mlp(obs_dim, hidden, None, ortho=ortho_init) if shared else None
         if isinstance(action_space, gym.spaces.Discrete):
-            self.actor: nn.Module = CategoricalActor(obs_dim, int(action_space.n), hidden)
+            self.actor: nn.Module = CategoricalActor(obs_dim, int(action_space.n), hidden, ortho_init, body)
             self.continuous = False
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-            self.actor = GaussianActor(obs_dim, int(action_space.shape[0]), hidden)
+            self.actor = GaussianActor(obs_dim, int(action_space.shape[0]), hidden, ortho=ortho_init, body=body)
             self.continuous = True
         else:
             raise TypeError(f"action space {action_space}: supported are Discrete and 1-D Box")
         self.observation_space, self.action_space = observation_space, action_space
-        self.critic = mlp(obs_dim, hidden, 1, out_gain=1.0) if critic else None
+        self.shared, self.hidden, self.ortho_init = shared, tuple(hidden), ortho_init
+        self.critic = _net(obs_dim, hidden, 1, 1.0, ortho_init, body) if critic else None
+        self.obs_rms = None  # set by training with observation normalisation (used by evaluate)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         if self.critic is None:

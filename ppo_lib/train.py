@@ -90,7 +90,7 @@ class TrainingDiverged(FloatingPointError):
 
 def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
           stop_at: float | None = None, window: int = 20,
-          callback: Callable[[History], None] | None = None) -> TrainResult:
+          callback: Callable[[History], bool | None] | None = None) -> TrainResult:
     """Train ``algo`` for ``total_steps`` env steps (all envs together).
 
     ``env``: a Gymnasium id, an env factory, or a :class:`VecEnv`; an id or a
@@ -99,7 +99,9 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
     """
     if total_steps < 1:
         raise ValueError(f"total_steps={total_steps}: must be >= 1")
-    venv = env if isinstance(env, VecEnv) else VecEnv(env, algo.config.num_envs, seed=seed)
+    venv = env if hasattr(env, "step") and hasattr(env, "stats") else VecEnv(env, algo.config.num_envs, seed=seed)
+    if hasattr(algo, "wrap_env"):  # e.g. observation normalisation, reward scaling
+        venv = algo.wrap_env(venv)
     policy = algo.policy
     if venv.single_action_space != policy.action_space or venv.single_observation_space.shape != \
             policy.observation_space.shape:
@@ -134,8 +136,8 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
                 bar.update(venv.total_steps - start - bar.n)
                 if history.episode_returns:
                     bar.set_postfix(mean_return=f"{np.mean(history.episode_returns[-window:]):.1f}")
-            if callback is not None:
-                callback(history)
+            if callback is not None and callback(history):  # a callback returns True to stop
+                break
             if stop_at is not None and history.first_step_reaching(stop_at, window) is not None:
                 break
     except KeyboardInterrupt:
@@ -162,24 +164,28 @@ def _sync_episodes(history: History, venv: VecEnv, start: int, first_episode: in
 
 @torch.no_grad()
 def evaluate(policy: ActorCritic, env_id: str, episodes: int = 10, seed: int = 10_000,
-             greedy: bool = True) -> list[float]:
-    """Returns of full episodes with the greedy (or sampled) policy."""
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    out = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        total, done = 0.0, False
-        while not done:
-            o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-            a = policy.greedy(o) if greedy else policy.act(o)[0]
-            obs, r, term, trunc, _ = env.step(policy.env_actions(a)[0])
-            total += float(r)
-            done = term or trunc
-        out.append(total)
-    env.close()
-    return out
+             greedy: bool = True, max_steps: int = 100_000) -> list[float]:
+    """Returns of ``episodes`` full episodes, all run side by side (one env copy
+    each), with the greedy (``greedy=True``: deterministic) or the sampled policy."""
+    venv = VecEnv(env_id, num_envs=episodes, seed=seed)
+    obs = venv.reset()
+    returns: list[float | None] = [None] * episodes
+    running = np.zeros(episodes)
+    rms = getattr(policy, "obs_rms", None)  # the training statistics, frozen
+    for _ in range(max_steps):
+        o = torch.as_tensor(rms.normalize(obs) if rms is not None else obs, dtype=torch.float32)
+        actions = policy.greedy(o) if greedy else policy.act(o)[0]
+        step = venv.step(policy.env_actions(actions))
+        running += step.reward
+        for i in np.flatnonzero(step.terminated | step.truncated):
+            if returns[i] is None:
+                returns[i] = float(running[i])
+        running[step.terminated | step.truncated] = 0.0
+        if all(r is not None for r in returns):
+            break
+        obs = step.obs
+    venv.close()
+    return [r for r in returns if r is not None]
 
 
 def save_agent(path: str | Path, policy: ActorCritic, history: History | None = None) -> Path:
@@ -192,19 +198,16 @@ def save_agent(path: str | Path, policy: ActorCritic, history: History | None = 
         "n_actions": None if policy.continuous else int(space.n),
         "act_low": space.low.tolist() if policy.continuous else None,
         "act_high": space.high.tolist() if policy.continuous else None,
-        "hidden": [m.out_features for m in _actor_body(policy)],
+        "hidden": list(policy.hidden),
         "critic": policy.critic is not None,
+        "shared": policy.shared,
+        "obs_rms": policy.obs_rms.state_dict() if policy.obs_rms is not None else None,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"meta": meta, "state_dict": policy.state_dict(),
                 "history": history.to_dict() if history else None}, path)
     return path
-
-
-def _actor_body(policy: ActorCritic):
-    net = policy.actor.mean if policy.continuous else policy.actor.logits
-    return [m for m in list(net)[:-1] if isinstance(m, torch.nn.Linear)]
 
 
 def load_agent(path: str | Path) -> tuple[ActorCritic, History | None]:
@@ -218,7 +221,13 @@ def load_agent(path: str | Path) -> tuple[ActorCritic, History | None]:
         act_space = gym.spaces.Box(np.array(m["act_low"], np.float32), np.array(m["act_high"], np.float32))
     else:
         act_space = gym.spaces.Discrete(m["n_actions"])
-    policy = ActorCritic(obs_space, act_space, hidden=tuple(m["hidden"]), critic=m["critic"])
+    policy = ActorCritic(obs_space, act_space, hidden=tuple(m["hidden"]), critic=m["critic"],
+                         shared=m.get("shared", False))
     policy.load_state_dict(data["state_dict"])
+    if m.get("obs_rms"):
+        from ppo_lib.normalization import RunningMeanStd
+
+        policy.obs_rms = RunningMeanStd(obs_space.shape)
+        policy.obs_rms.load_state_dict(m["obs_rms"])
     history = History.from_dict(data["history"]) if data["history"] else None
     return policy, history

@@ -168,16 +168,25 @@ def test_chapter_text_files_open_as_notebooks(browser, lab):
         page.close()
 
 
-def _open_and_run_all(page, lab, stem: str, timeout_s: int = 300):
+def _open_and_run_all(page, lab, stem: str, timeout_s: int = 600):
     rel = (lab.workspace / f"{stem}.ipynb").relative_to(ROOT).as_posix()
     page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
     _accept_kernel_dialog(page)
     _wait_idle(page)
-    page.click(".lm-MenuBar-item:has-text('Run')")
-    page.click(".lm-Menu-item:has-text('Run All Cells')")
-    # busy first, then idle again once every cell has run
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']", timeout=30_000)
+    # Run All applies to the focused notebook; right after loading it may not be
+    # focused yet (or the menu entry not yet enabled), so click into it and retry.
+    for attempt in range(4):
+        page.locator(".jp-NotebookPanel:visible .jp-Cell").first.click()
+        page.click(".lm-MenuBar-item:has-text('Run')")
+        page.click(".lm-Menu-item:has-text('Run All Cells')")
+        try:  # busy first, then idle again once every cell has run
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']", timeout=10_000)
+            break
+        except Exception:
+            if attempt == 3:
+                raise
+            page.keyboard.press("Escape")
     _wait_idle(page, timeout=timeout_s * 1000)
 
 

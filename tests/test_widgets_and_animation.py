@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ppo_lib.advantages import discount_weights, discounted_return
-from ppo_lib.animation import animate_cartpole, animate_frames, cartpole_geometry, run_episode
+from ppo_lib.animation import animate_cartpole, animate_frames, animate_pendulum, cartpole_geometry, run_episode
 from ppo_lib.widgets import SAMPLE_REWARDS, LiveFigure, discount_view, gamma_widget
 
 
@@ -115,3 +115,10 @@ def test_animations_render_every_frame():
     assert "img" in animate_frames(frames).data.lower()
     with pytest.raises(ValueError, match="at least one frame"):
         animate_frames([])
+
+
+def test_pendulum_animation_checks_its_input():
+    obs = np.stack([np.cos(np.linspace(0, 3, 5)), np.sin(np.linspace(0, 3, 5)), np.zeros(5)], 1)
+    assert "Animation" in animate_pendulum(obs).data
+    with pytest.raises(ValueError, match=r"shape \(T, 3\)"):
+        animate_pendulum(np.zeros((4, 4)))

@@ -17,8 +17,12 @@ class Algorithm:
     def __init__(self, observation_space, action_space, config, seed: int = 0):
         self.config = config
         torch.manual_seed(seed)  # the same seed gives the same initial weights
-        self.policy = ActorCritic(observation_space, action_space, hidden=config.hidden, critic=self.uses_critic)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=getattr(config, "adam_eps", 1e-8))
+        self.policy = ActorCritic(observation_space, action_space, hidden=config.hidden, critic=self.uses_critic,
+                                  ortho_init=getattr(config, "ortho_init", True),
+                                  shared=getattr(config, "shared_network", False))
+        # foreach: one kernel per step for all parameter tensors instead of a Python loop over them
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr,
+                                          eps=getattr(config, "adam_eps", 1e-8), foreach=True)
         self.n_updates = 0
 
     @property
@@ -29,7 +33,7 @@ class Algorithm:
         self.optimizer.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
-                                              max_grad_norm if max_grad_norm else float("inf"))
+                                              max_grad_norm if max_grad_norm else float("inf"), foreach=True)
         self.optimizer.step()
         return float(norm)
 

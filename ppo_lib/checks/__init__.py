@@ -9,6 +9,7 @@ Usage in a chapter::
 from ppo_lib.checks.advantages import (check_bootstrap_values, check_gae, check_normalize_advantages,
                                        check_reward_to_go, check_td_errors)
 from ppo_lib.checks.core import Case, CheckResult, Exercise, ExerciseError, Mistake, compare
+from ppo_lib.checks.details import check_clipped_value_loss, check_running_mean_std
 from ppo_lib.checks.losses import check_reinforce_loss
 from ppo_lib.checks.policy_optimization import (check_adaptive_kl_beta, check_clipped_surrogate,
                                                 check_conjugate_gradient, check_fisher_vector_product,
@@ -18,10 +19,12 @@ from ppo_lib.checks.returns import check_discounted_return
 ALL_EXERCISES = [check_discounted_return, check_reward_to_go, check_reinforce_loss, check_td_errors,
                  check_bootstrap_values, check_gae, check_normalize_advantages, check_conjugate_gradient,
                  check_fisher_vector_product, check_probability_ratio, check_clipped_surrogate,
-                 check_kl_penalty_objective, check_adaptive_kl_beta]
+                 check_kl_penalty_objective, check_adaptive_kl_beta, check_running_mean_std,
+                 check_clipped_value_loss]
 
 __all__ = ["Case", "CheckResult", "Exercise", "ExerciseError", "Mistake", "compare", "ALL_EXERCISES",
            "check_discounted_return", "check_reward_to_go", "check_reinforce_loss", "check_td_errors",
            "check_bootstrap_values", "check_gae", "check_normalize_advantages", "check_conjugate_gradient",
            "check_fisher_vector_product", "check_probability_ratio", "check_clipped_surrogate",
-           "check_kl_penalty_objective", "check_adaptive_kl_beta"]
+           "check_kl_penalty_objective", "check_adaptive_kl_beta", "check_running_mean_std",
+           "check_clipped_value_loss"]

@@ -1,4 +1,4 @@
-"""Ablation of PPO's implementation details: each switched off, one at a time.
+"""Ablation of PPO's implementation details: each changed, one at a time.
 
     .venv/bin/python benchmarks/ablation.py                  # CartPole-v1 and Pendulum-v1, 3 seeds (~10 min)
     .venv/bin/python benchmarks/ablation.py --envs CartPole-v1 --seeds 0 1 2 3 4
@@ -14,18 +14,15 @@ which chapter 7 reads; rerun this script to regenerate it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._record import header, write  # noqa: E402
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, PENDULUM_PRESET, PPO, PPOConfig  # noqa: E402
 from ppo_lib.train import evaluate, train  # noqa: E402
 
@@ -35,18 +32,18 @@ OUT = Path(__file__).resolve().parent / "results" / "ablation.json"
 ALL_ON = dict(normalize_obs=True, scale_rewards=True, ortho_init=True, anneal_lr=True, clip_value=True,
               normalize_advantages=True, max_grad_norm=0.5, adam_eps=1e-5, entropy_coef=0.0,
               bootstrap_truncation=True, shared_network=False)
-DETAILS = {
-    "observation normalisation": dict(normalize_obs=False),
-    "reward scaling": dict(scale_rewards=False),
-    "orthogonal initialisation": dict(ortho_init=False),
-    "learning-rate annealing": dict(anneal_lr=False),
-    "value-function clipping": dict(clip_value=False),
-    "advantage normalisation": dict(normalize_advantages=False),
-    "global gradient clipping": dict(max_grad_norm=0.0),
-    "Adam epsilon 1e-5 (-> 1e-8)": dict(adam_eps=1e-8),
-    "entropy bonus (0 -> 0.01)": dict(entropy_coef=0.01),
-    "truncation bootstrapping": dict(bootstrap_truncation=False),
-    "separate actor and critic (-> shared)": dict(shared_network=True),
+DETAILS = {  # row name -> the one change from ALL_ON
+    "no observation normalisation": dict(normalize_obs=False),
+    "no reward scaling": dict(scale_rewards=False),
+    "no orthogonal initialisation": dict(ortho_init=False),
+    "no learning-rate annealing": dict(anneal_lr=False),
+    "no value-function clipping": dict(clip_value=False),
+    "no advantage normalisation": dict(normalize_advantages=False),
+    "no global gradient clipping": dict(max_grad_norm=0.0),
+    "Adam epsilon 1e-8 instead of 1e-5": dict(adam_eps=1e-8),
+    "entropy bonus 0.01 instead of 0": dict(entropy_coef=0.01),
+    "truncation treated as termination": dict(bootstrap_truncation=False),
+    "shared actor/critic body": dict(shared_network=True),
 }
 SETUPS = {
     "CartPole-v1": (CARTPOLE_FAST_PRESET, 40_000),
@@ -78,14 +75,10 @@ def main() -> int:
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     torch.set_num_threads(1)
-    record = {"command": " ".join([Path(sys.executable).name] + sys.argv),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(), "torch": torch.__version__},
-              "all_on": ALL_ON, "budgets": {k: v[1] for k, v in SETUPS.items()}, "results": {}}
+    record = {**header(), "all_on": ALL_ON, "budgets": {k: v[1] for k, v in SETUPS.items()}, "results": {}}
     for env_id in args.envs:
         rows = {}
-        for name, overrides in {"all details on": {}, **{f"without {k}": v for k, v in DETAILS.items()}}.items():
+        for name, overrides in {"all details on": {}, **DETAILS}.items():
             runs = [run(env_id, overrides, s) for s in args.seeds]
             rows[name] = {"overrides": overrides, "runs": runs,
                           "final_eval_mean": round(float(np.mean([r["final_eval"] for r in runs])), 1),
@@ -93,9 +86,7 @@ def main() -> int:
             print(f"{env_id:12s} {name:45s} final eval {rows[name]['final_eval_mean']:8.1f}   "
                   f"mean training return {rows[name]['mean_training_return']:8.1f}", flush=True)
         record["results"][env_id] = rows
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write(record, args.out)
     return 0
 
 

@@ -14,22 +14,18 @@ episode (rgb frames need ``MUJOCO_GL=egl``). Writes results/halfcheetah.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._record import RESULTS, header, write  # noqa: E402
 from ppo_lib.algos import PPO, PPOConfig  # noqa: E402
 from ppo_lib.train import evaluate, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONFIG = dict(normalize_obs=True, scale_rewards=True, anneal_lr=True, value_coef=0.5)
 
 
@@ -55,16 +51,11 @@ def main() -> int:
     print(f"{args.env}: {h.total_steps:,} steps in {wall / 60:.1f} min ({h.total_steps / wall:,.0f} steps/s); "
           f"mean of the last 10 training episodes {last:.0f}; deterministic evaluation "
           f"{np.mean(scores):.0f} +- {np.std(scores):.0f} (10 episodes)")
-    record = {"command": " ".join([Path(sys.executable).name] + sys.argv),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "torch_threads": args.threads},
-              "env": args.env, "config": {**CONFIG}, "steps": h.total_steps, "wall_seconds": round(wall, 1),
-              "last10_training_return": round(last, 1), "eval_mean": round(float(np.mean(scores)), 1),
-              "eval_std": round(float(np.std(scores)), 1),
+    record = {**header(torch_threads=args.threads), "env": args.env, "config": {**CONFIG}, "steps": h.total_steps,
+              "wall_seconds": round(wall, 1), "last10_training_return": round(last, 1),
+              "eval_mean": round(float(np.mean(scores)), 1), "eval_std": round(float(np.std(scores)), 1),
               "curve": {"steps": h.episode_steps[::10], "returns": [round(r, 1) for r in h.episode_returns[::10]]}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "halfcheetah.json").write_text(json.dumps(record, indent=1) + "\n")
+    write(record, RESULTS / "halfcheetah.json")
     if args.render:
         from ppo_lib.animation import animate_frames
 
@@ -79,7 +70,6 @@ def main() -> int:
                 break
         (RESULTS / "halfcheetah.html").write_text(animate_frames(frames[::3], interval_ms=60).data)
         print(f"wrote {RESULTS / 'halfcheetah.html'}")
-    print(f"wrote {RESULTS / 'halfcheetah.json'}")
     return 0
 
 

@@ -22,25 +22,21 @@ command, the date and the machine) and a plot to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._record import RESULTS, header, write  # noqa: E402
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, PENDULUM_PRESET, PPO, PPOConfig  # noqa: E402
 from ppo_lib.envs import VecEnv  # noqa: E402
 from ppo_lib.rollout import collect_rollout  # noqa: E402
 from ppo_lib.train import evaluate, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_EVERY, EVAL_EPISODES = 5_000, 10
 
 
@@ -160,11 +156,7 @@ def main() -> int:
                    help="env steps per run; the learning rate anneals over it (both peers)")
     args = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    record = {"command": " ".join([Path(sys.executable).name] + sys.argv),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}}
-
+    record = header()
     if "cartpole" in args.sections:
         torch.set_num_threads(1)
         peers = {"ppo_lib": [run_ours("CartPole-v1", CARTPOLE_FAST_PRESET, s, 475, args.budget) for s in args.seeds]}
@@ -229,9 +221,7 @@ def main() -> int:
         print(f"\nPendulum-v1 to an evaluation mean of -200: reached {row['reached']}; seconds "
               f"{fmt(row, 'seconds', '.1f')}; env steps {fmt(row, 'steps', '.0f')}")
 
-    out = RESULTS / "ppo_speed.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write(record, RESULTS / "ppo_speed.json")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/steps_to_threshold.py                 # REINFORCE and A2C, CartPole-v1, 195
     .venv/bin/python benchmarks/steps_to_threshold.py --seeds 0 1 2 3 4 --threshold 195
+    .venv/bin/python benchmarks/steps_to_threshold.py --algos trpo ppo-clip ppo-penalty --threshold 475
 
 "Reached" means: the mean of the last 20 training episodes first reaches the
 threshold (the classic CartPole-v1 "solved" criterion uses 195). Training time
@@ -12,36 +13,40 @@ writes JSON next to this script, in results/, with the command, date and machine
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import gymnasium as gym
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ppo_lib.algos import A2C, REINFORCE, A2CConfig, ReinforceConfig  # noqa: E402
+from benchmarks._record import header, write  # noqa: E402
+from ppo_lib.algos import (A2C, CARTPOLE_PRESET, PPO, REINFORCE, TRPO, A2CConfig, PPOConfig,  # noqa: E402
+                           ReinforceConfig, TRPOConfig)
 from ppo_lib.train import train  # noqa: E402
 
 ALGOS = {
     "reinforce": lambda env, seed: REINFORCE(env.observation_space, env.action_space, ReinforceConfig(), seed=seed),
     "a2c": lambda env, seed: A2C(env.observation_space, env.action_space, A2CConfig(), seed=seed),
+    "trpo": lambda env, seed: TRPO(env.observation_space, env.action_space, TRPOConfig(), seed=seed),
+    "ppo-clip": lambda env, seed: PPO(env.observation_space, env.action_space,
+                                      PPOConfig(variant="clip", **CARTPOLE_PRESET), seed=seed),
+    "ppo-penalty": lambda env, seed: PPO(env.observation_space, env.action_space,
+                                         PPOConfig(variant="penalty", **CARTPOLE_PRESET), seed=seed),
 }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    p.add_argument("--algos", nargs="+", default=["reinforce", "a2c"], choices=list(ALGOS))
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--threshold", type=float, default=195.0)
     p.add_argument("--budget", type=int, default=300_000, help="max env steps per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "steps_to_threshold.json"))
+    p.add_argument("--out", default=None, help="default: results/steps_to_threshold_<threshold>.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     env = gym.make(args.env)
@@ -72,14 +77,8 @@ def main() -> int:
                   f"      {t['median']:>8.1f} [{t['min']:>5.1f}, {t['max']:>5.1f}]")
         else:
             print(f"{name:10s} {row['reached']:>8s}   never reached within {args.budget} steps")
-    record = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "torch": torch.__version__, "cpus": __import__("os").cpu_count(),
-                          "torch_threads": args.threads},
-              "env": args.env, "threshold": args.threshold, "results": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    record = {**header(torch_threads=args.threads), "env": args.env, "threshold": args.threshold, "results": rows}
+    write(record, args.out or Path(__file__).resolve().parent / "results" / f"steps_to_threshold_{args.threshold:g}.json")
     return 0
 
 

@@ -181,7 +181,7 @@ for env_id, rows in ablation["results"].items():
               f"{row['mean_training_return']:18.1f}")
 
 # %% [markdown]
-# Pick a detail to see its learning curves (mean over seeds) against the all-on baseline,
+# Pick a change to see its learning curves (mean over seeds) against the all-on baseline,
 # on both tasks:
 
 # %%
@@ -213,7 +213,7 @@ def draw_ablation(data, fig):
     fig.tight_layout()
 
 
-picker = widgets.Dropdown(options=details, value=details[0], description="detail off",
+picker = widgets.Dropdown(options=details, value=details[0], description="change",
                           layout=widgets.Layout(width="60%"))
 ablation_explorer = LiveFigure({"detail": picker}, ablation_curves, draw_ablation, figsize=(10.0, 3.2))
 display(ablation_explorer)

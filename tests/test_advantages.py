@@ -31,16 +31,6 @@ from ppo_lib.advantages import (
 TOL = dict(rtol=1e-4, atol=1e-4)  # the library computes in float32, the references in float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The networks here are tiny: one intra-op thread is as fast, and stays fast when
-    other processes load the CPUs (two spinning threads then slow torch down ~50x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def np_(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 

@@ -22,16 +22,6 @@ CARTPOLE = gym.make("CartPole-v1")
 PENDULUM = gym.make("Pendulum-v1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The networks here are tiny: one intra-op thread is as fast, and stays fast when
-    other processes load the CPUs (two spinning threads then slow torch down ~50x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def a2c(env=CARTPOLE, seed=0, **kw):
     return A2C(env.observation_space, env.action_space, A2CConfig(**kw), seed=seed)
 

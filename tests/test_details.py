@@ -5,21 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_lib.advantages import bootstrap_values, gae, rollout_advantages
+from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos import PPO, PPOConfig
 from ppo_lib.envs import SameStepCartPoleVec, VecEnv
 from ppo_lib.normalization import NormalizedVecEnv, RunningMeanStd
 from ppo_lib.policies import ActorCritic
 from ppo_lib.rollout import collect_rollout
 from ppo_lib.train import evaluate, load_agent, save_agent, train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_running_mean_std_over_chunks_equals_the_whole():

@@ -24,16 +24,6 @@ from ppo_lib.rollout import collect_rollout
 RESET_OBS = np.array([0.0, 0.0], np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The networks here are tiny: one intra-op thread is as fast, and stays fast when
-    other processes load the CPUs (two spinning threads then slow torch down ~50x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class CounterEnv(gym.Env):
     """obs = [steps taken in this episode, 1] (the reset obs is [0, 0]).
 

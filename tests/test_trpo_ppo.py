@@ -33,15 +33,6 @@ CARTPOLE = gym.make("CartPole-v1")
 PENDULUM = gym.make("Pendulum-v1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small networks: one thread is faster on a 2-core machine than contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_ppo(env=CARTPOLE, seed=0, **kw) -> PPO:
     return PPO(env.observation_space, env.action_space, PPOConfig(**kw), seed=seed)
 

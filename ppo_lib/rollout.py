@@ -40,34 +40,40 @@ class Rollout:
         return self.terminated | self.truncated
 
 
-@torch.no_grad()
 def collect_rollout(venv: VecEnv, policy: ActorCritic, T: int, obs: np.ndarray) -> tuple[Rollout, np.ndarray]:
-    """Step ``venv`` T times from ``obs`` with ``policy``; return the batch and the next obs."""
+    """Step ``venv`` T times from ``obs`` with ``policy``; return the batch and the next obs.
+
+    Storage is allocated once, before the loop (outside inference mode: the update
+    later differentiates through computations on these tensors); the loop itself
+    runs under ``torch.inference_mode`` and does one batched forward pass per step
+    for all N environments.
+    """
     if T < 1:
         raise ValueError(f"T={T}: the rollout length must be >= 1")
     N = venv.num_envs
-    obs_t = torch.as_tensor(obs, dtype=torch.float32)
-    buf_obs = torch.zeros((T, N, *obs_t.shape[1:]))
-    buf_act: torch.Tensor | None = None
+    space = policy.action_space
+    buf_obs = torch.zeros((T, N, *np.shape(obs)[1:]))
+    buf_act = torch.zeros((T, N, *space.shape)) if policy.continuous else torch.zeros((T, N), dtype=torch.long)
     buf_logp, buf_val, buf_rew, buf_final = (torch.zeros((T, N)) for _ in range(4))
     buf_term = torch.zeros((T, N), dtype=torch.bool)
     buf_trunc = torch.zeros((T, N), dtype=torch.bool)
-    for t in range(T):
-        actions, logp, value = policy.act(obs_t)
-        if buf_act is None:
-            buf_act = torch.zeros((T, *actions.shape), dtype=actions.dtype)
-        step = venv.step(policy.env_actions(actions))
-        buf_obs[t], buf_act[t], buf_logp[t], buf_val[t] = obs_t, actions, logp, value
-        buf_rew[t] = torch.as_tensor(step.reward, dtype=torch.float32)
-        buf_term[t] = torch.as_tensor(step.terminated)
-        buf_trunc[t] = torch.as_tensor(step.truncated)
-        if step.truncated.any():
-            # Bootstrap a time limit from the true final observation, not from the
-            # reset observation that autoreset put in step.obs.
-            idx = np.flatnonzero(step.truncated)
-            final = torch.as_tensor(step.final_obs[idx], dtype=torch.float32)
-            buf_final[t, idx] = policy.value(final)
-        obs_t = torch.as_tensor(step.obs, dtype=torch.float32)
-    last_value = policy.value(obs_t)
+    last_value = torch.zeros(N)
+    with torch.inference_mode():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32)
+        for t in range(T):
+            actions, logp, value = policy.act(obs_t)
+            step = venv.step(policy.env_actions(actions))
+            buf_obs[t], buf_act[t], buf_logp[t], buf_val[t] = obs_t, actions, logp, value
+            buf_rew[t] = torch.as_tensor(step.reward, dtype=torch.float32)
+            buf_term[t] = torch.as_tensor(step.terminated)
+            buf_trunc[t] = torch.as_tensor(step.truncated)
+            if step.truncated.any():
+                # Bootstrap a time limit from the true final observation, not from the
+                # reset observation that autoreset put in step.obs.
+                idx = np.flatnonzero(step.truncated)
+                final = torch.as_tensor(step.final_obs[idx], dtype=torch.float32)
+                buf_final[t, idx] = policy.value(final)
+            obs_t = torch.as_tensor(step.obs, dtype=torch.float32)
+        last_value[:] = policy.value(obs_t)
     rollout = Rollout(buf_obs, buf_act, buf_logp, buf_val, buf_rew, buf_term, buf_trunc, buf_final, last_value)
-    return rollout, obs_t.numpy()
+    return rollout, np.asarray(step.obs)

@@ -86,13 +86,13 @@ gae = check_gae(gae)
 # %% [markdown]
 # ## The two ends of the dial, checked
 #
-# On a real CartPole batch (random policy and critic, 8 copies, 64 steps, a short time
-# limit so that both kinds of episode end occur): $\lambda=0$ must give exactly the TD
+# On a real CartPole batch (random policy and critic, 8 copies, 64 steps, a time limit of
+# 20 steps so that both kinds of episode end occur): $\lambda=0$ must give exactly the TD
 # errors, and $\lambda=1$ exactly the bootstrapped reward-to-go minus $V$. Your `gae`
 # (or the reference, if the exercise is still open) and the library's must agree.
 
 # %%
-venv = VecEnv("CartPole-v1", num_envs=8, seed=3, max_episode_steps=40)
+venv = VecEnv("CartPole-v1", num_envs=8, seed=3, max_episode_steps=20)
 agent = ActorCritic(venv.single_observation_space, venv.single_action_space)
 batch, _ = collect_rollout(venv, agent, 64, venv.reset())
 next_v = bootstrap_values(batch.values, batch.last_value, batch.terminated, batch.truncated, batch.final_values)
@@ -108,6 +108,7 @@ mc_advantage = reward_to_go(bootstrapped_rewards, cut, gamma).double().numpy() -
 assert np.allclose(gae(r, v, nv, d, gamma, 1.0), mc_advantage, atol=1e-4)
 for lam in (0.0, 0.5, 0.95, 1.0):
     assert np.allclose(gae(r, v, nv, d, gamma, lam), library_gae(r, v, nv, d, gamma, lam).numpy(), atol=1e-4)
+assert batch.terminated.any() and batch.truncated.any()
 print(f"checked on a batch with {int(batch.terminated.sum())} terminations and {int(batch.truncated.sum())} "
       "truncations: lambda=0 == TD errors, lambda=1 == Monte-Carlo advantages, and your gae == the library's")
 

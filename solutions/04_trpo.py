@@ -37,6 +37,7 @@ from ppo_lib.algos.trpo import fisher_vector_product as library_fvp
 from ppo_lib.algos.trpo import flat_grad
 from ppo_lib.checks import check_conjugate_gradient, check_fisher_vector_product
 from ppo_lib.envs import VecEnv
+from ppo_lib.plots import learning_curves
 from ppo_lib.policies import ActorCritic
 from ppo_lib.rollout import collect_rollout
 from ppo_lib.train import train
@@ -48,43 +49,42 @@ env = gym.make("CartPole-v1")
 # ## Too far, too fast
 #
 # The vanilla policy gradient of chapter 2 (A2C, 8 x 64 steps per update, advantages
-# normalised) with a modest and with a large learning rate. After each update we
-# measure how far the policy moved: the mean KL divergence
+# normalised) with a modest and with a large learning rate, three seeds each. After
+# each update we measure how far the policy moved: the mean KL divergence
 # $\bar D_{KL} = \hat{\mathbb E}_s\,\mathrm{KL}[\pi_{old}(\cdot|s) \,\|\, \pi_{new}(\cdot|s)]$ over the batch.
 # **Predict:** what happens with the large step?
 
 # %%
 collapse = {}
-for lr in (1e-3, 5e-2):
+for lr in (1e-3, 1e-1):
     config = A2CConfig(rollout_steps=64, num_envs=8, gae_lambda=0.95, lr=lr, normalize_advantages=True,
                        max_grad_norm=0.0)
-    collapse[lr] = train(A2C(env.observation_space, env.action_space, config, seed=0), "CartPole-v1", 40_000,
-                         seed=0).history
+    collapse[lr] = [train(A2C(env.observation_space, env.action_space, config, seed=seed), "CartPole-v1", 40_000,
+                          seed=seed).history for seed in (0, 1, 2)]
 
 fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(11, 3.4))
-for lr, h in collapse.items():
-    ax.plot(h.episode_steps, h.smoothed_returns(), label=f"lr = {lr:g}")
-    ax_kl.plot(h.update_steps, h.diagnostics["kl"], lw=0.8, label=f"lr = {lr:g}")
-ax.set_xlabel("environment steps")
-ax.set_ylabel("return (mean of last 20)")
-ax.legend()
+learning_curves(ax, {f"lr = {lr:g}": hs for lr, hs in collapse.items()}, title="A2C on CartPole-v1")
+for lr, hs in collapse.items():
+    ax_kl.plot(hs[0].update_steps, hs[0].diagnostics["kl"], lw=0.8, label=f"lr = {lr:g} (seed 0)")
 ax_kl.set_yscale("log")
 ax_kl.set_xlabel("environment steps")
 ax_kl.set_title("KL(old || new) of each update")
 ax_kl.legend()
 plt.tight_layout()
 plt.show()
-for lr, h in collapse.items():
-    s = h.smoothed_returns()
-    print(f"lr={lr:g}: best {s.max():5.1f}, final {s[-1]:5.1f}, final entropy {h.diagnostics['entropy'][-1]:.3f} "
-          f"(log 2 = {np.log(2):.3f} is a coin flip)")
+for lr, hs in collapse.items():
+    for seed, h in enumerate(hs):
+        s = h.smoothed_returns()
+        print(f"lr={lr:g} seed {seed}: best {s.max():5.1f}, final {s[-1]:5.1f}, "
+              f"final entropy {h.diagnostics['entropy'][-1]:.3f} (log 2 = {np.log(2):.3f} is a coin flip), "
+              f"largest KL of an update {max(h.diagnostics['kl']):.2g}")
 
 # %% [markdown]
-# With the large step the return climbs, then collapses to about 10 — worse than
-# random — and the entropy goes to nearly 0: the policy became deterministic, always
-# pushing the same way, and the data it now collects cannot teach it otherwise. The
-# right-hand plot shows why: single updates moving the policy by KL values orders of
-# magnitude larger than the small learning rate's.
+# With the large step every run climbs a little, then falls back to returns near those
+# of the random policy, and its entropy goes to nearly 0: the policy became
+# deterministic, pushing the same way whatever it sees, and the data it now collects
+# cannot teach it otherwise. The right-hand plot shows why: single updates move the
+# policy by KL values thousands of times larger than the small learning rate's.
 #
 # A learning rate is the wrong knob: the same $\|\Delta\theta\|$ can barely change the
 # policy in one state and flip it in another. We want to bound the change in behaviour.

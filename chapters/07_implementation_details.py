@@ -217,11 +217,13 @@ display(ablation_explorer)
 # state-independent log-std; log-probabilities summed over action dimensions; the raw
 # sample stored, only the copy sent to the environment clipped to $[-2, 2]$). Pendulum
 # rewards are negative costs; a swing-up and balance scores around $-150$ to $-200$.
-# Every episode is truncated at 200 steps, so truncation bootstrapping matters here.
+# Every episode is truncated at 200 steps, so truncation bootstrapping matters here. The
+# preset (`PENDULUM_PRESET`: gamma 0.9, 4 envs x 512 steps, Adam 1e-3) trains on raw
+# observations; the ablation above shows how the normalisation choices fare on this task.
 
 # %%
 penv = gym.make("Pendulum-v1")
-pendulum = PPO(penv.observation_space, penv.action_space, PPOConfig(**PENDULUM_PRESET, normalize_obs=True), seed=0)
+pendulum = PPO(penv.observation_space, penv.action_space, PPOConfig(**PENDULUM_PRESET), seed=0)
 t0 = time.perf_counter()
 pend = train(pendulum, "Pendulum-v1", 60_000, seed=0).history
 scores = evaluate(pendulum.policy, "Pendulum-v1", 10)
@@ -230,9 +232,8 @@ print(f"trained {pend.total_steps} steps in {time.perf_counter() - t0:.0f} s; de
 assert np.mean(scores) > -400
 
 # %%
-rms = pendulum.policy.obs_rms
 episode = run_episode(penv, seed=7, max_steps=200, policy=lambda obs: pendulum.policy.env_actions(
-    pendulum.policy.greedy(torch.as_tensor(rms.normalize(obs), dtype=torch.float32).unsqueeze(0)))[0])
+    pendulum.policy.greedy(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)))[0])
 print(f"greedy episode: return {episode.total_reward:.0f}")
 animate_pendulum(episode.observations, every=2)
 

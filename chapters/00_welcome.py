@@ -51,9 +51,9 @@
 # **Why PPO?** It is the workhorse of modern policy optimisation. It is simple
 # (plain stochastic gradient ascent on a carefully shaped objective), it reuses each
 # batch of experience for several epochs, and it is forgiving about hyperparameters.
-# The same algorithm balances a pole, drives simulated robots, and — in the final demo
-# of this course — fine-tunes a small language model from a reward signal, which is
-# the "RL" in RLHF.
+# The same algorithm balances a pole, drives simulated robots, and fine-tunes language
+# models from a reward signal — the "RL" in RLHF, which a demo planned for the end of
+# this course will show on a tiny model.
 
 # %% [markdown]
 # ## How to use these notebooks

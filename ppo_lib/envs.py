@@ -89,7 +89,8 @@ class SameStepCartPoleVec(CartPoleVectorEnv):
 
 
 #: Environments that have a fast NumPy-vectorised version (used when ``vectorized`` is not False).
-VECTORISED = {"CartPole-v1": lambda n, max_steps: SameStepCartPoleVec(n, max_episode_steps=max_steps or 500)}
+VECTORISED = {"CartPole-v1": lambda n, max_steps: SameStepCartPoleVec(
+    n, max_episode_steps=500 if max_steps is None else max_steps)}
 
 
 class VecEnv:
@@ -105,6 +106,9 @@ class VecEnv:
                  vectorized: bool | None = None):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}: must be an integer >= 1")
+        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer))
+                                              or max_episode_steps < 1):
+            raise ValueError(f"max_episode_steps={max_episode_steps!r}: must be None or an integer >= 1")
         self.vectorized = bool(vectorized if vectorized is not None else env in VECTORISED) \
             if isinstance(env, str) else False
         if self.vectorized and env not in VECTORISED:

@@ -42,9 +42,13 @@ class History:
     interrupted: bool = False
 
     def record_update(self, step: int, info: dict[str, float]) -> None:
+        """Every diagnostics list stays aligned with ``update_steps``: a key missing
+        from one update (e.g. a skipped REINFORCE batch) gets NaN there."""
+        n = len(self.update_steps)
         self.update_steps.append(step)
-        for key, value in info.items():
-            self.diagnostics.setdefault(key, []).append(float(value))
+        for key in set(self.diagnostics) | set(info):
+            values = self.diagnostics.setdefault(key, [float("nan")] * n)
+            values.append(float(info.get(key, float("nan"))))
 
     def smoothed_returns(self, window: int = 20) -> np.ndarray:
         """Mean of the last ``window`` episode returns, at every episode end."""

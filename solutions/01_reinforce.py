@@ -74,9 +74,13 @@ SEEDS = [0, 1, 2]
 # ## Two ways to cut the noise, for free
 #
 # 1. **Reward-to-go.** An action cannot influence rewards that came before it. The
-#    terms $\nabla \log \pi(a_t|s_t)\, r_k$ with $k < t$ average to zero, so we may drop
-#    them and weight each action by the rewards *from* $t$ on only:
-#    $\hat G_t = \sum_{k \ge t} \gamma^{k-t} r_k$.
+#    terms $\nabla \log \pi(a_t|s_t)\, \gamma^k r_k$ with $k < t$ average to zero, so we may
+#    drop them and weight each action by the rewards *from* $t$ on only:
+#    $\gamma^t \hat G_t$ with $\hat G_t = \sum_{k \ge t} \gamma^{k-t} r_k$. Practically every
+#    implementation also drops the factor $\gamma^t$ (so that late steps are not ignored);
+#    strictly, that makes the estimate biased for $\gamma < 1$ — $\gamma$ then acts as a
+#    variance-reducing horizon rather than part of the objective. The measurement below
+#    uses $\gamma = 1$, where both agree.
 # 2. **A baseline.** For any $b(s_t)$ that does not depend on the action,
 #    $\mathbb E_{a \sim \pi}[\nabla \log \pi(a|s)\, b(s)] = b(s) \nabla \sum_a \pi(a|s) = b(s) \nabla 1 = 0$.
 #    Subtracting a baseline keeps the estimate unbiased; a good one, $b(s) \approx V(s)$,

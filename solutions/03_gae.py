@@ -245,7 +245,7 @@ display(lambda_trainer)
 # - GAE is $\sum_l (\gamma\lambda)^l \delta_{t+l}$: an exponentially weighted average of
 #   k-step advantages, computed backwards in one pass, cut at episode ends.
 # - $\lambda = 0$ is the TD error, $\lambda = 1$ the Monte-Carlo advantage — checked to
-#   machine precision on a real batch.
+#   float32 precision on a real batch.
 # - Small $\lambda$: low variance, bias from the critic; large $\lambda$: no bias, high
 #   variance. We measured both against exact advantages.
 # - Normalising advantages must not divide by the std of a single element.

@@ -200,7 +200,8 @@ def draw_eps(eps, fig):
     ax_kl.set_xlabel("environment steps")
     ax_cf.plot(h.update_steps, h.diagnostics["clip_fraction"], color="tab:green")
     ax_cf.set_ylim(0, max(0.5, max(h.diagnostics["clip_fraction"])))
-    ax_cf.set_title("share of samples with |r - 1| > 0.2" if eps == 0 else "clip fraction (eps annealed)")
+    ax_cf.set_title("share of samples with |r - 1| > eps (eps annealed from 0.2)" if eps == 0
+                    else "clip fraction (eps annealed)", fontsize="small")
     ax_cf.set_xlabel("environment steps")
     fig.tight_layout()
 

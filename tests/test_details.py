@@ -122,3 +122,56 @@ def test_ppo_with_every_detail_switched_trains_and_evaluates_with_its_statistics
     loaded, _ = load_agent(path)
     np.testing.assert_allclose(loaded.obs_rms.mean, algo.policy.obs_rms.mean)
     assert evaluate(loaded, "Pendulum-v1", episodes=2) == pytest.approx(scores)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(hidden=64), "hidden=64: must be a tuple"),
+    (dict(hidden=(64, 0)), "hidden=\\(64, 0\\)"),
+    (dict(variant="penalty", beta=0.0), "beta=0: with variant='penalty'"),
+    (dict(entropy_coef=float("inf")), "entropy_coef=inf: must be finite"),
+    (dict(epochs=2.5), "epochs=2.5: must be a whole number"),
+])
+def test_more_bad_configs_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**kwargs)
+
+
+def test_whole_number_types_are_accepted_and_normalised():
+    c = PPOConfig(epochs=np.int64(3), minibatch_size=32.0, hidden=[32, 32])
+    assert c.epochs == 3 and c.minibatch_size == 32 and isinstance(c.minibatch_size, int)
+    assert c.hidden == (32, 32)
+
+
+@pytest.mark.parametrize("steps", [0, -5, 2.5])
+def test_bad_time_limits_are_rejected(steps):
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        VecEnv("CartPole-v1", 2, max_episode_steps=steps)
+
+
+def test_ppo_on_a_batch_smaller_than_a_minibatch_says_so():
+    env = gym.make("CartPole-v1")
+    algo = PPO(env.observation_space, env.action_space, PPOConfig(num_envs=4, rollout_steps=32, minibatch_size=128))
+    with pytest.raises(ValueError, match="fewer than minibatch_size=128"):
+        train(algo, VecEnv("CartPole-v1", 1, seed=0), 64, progress=False)
+
+
+def test_history_keeps_diagnostics_aligned_with_updates():
+    from ppo_lib.train import History
+
+    h = History()
+    h.record_update(10, {"a": 1.0})
+    h.record_update(20, {"skipped": 1.0})
+    h.record_update(30, {"a": 3.0, "skipped": 0.0})
+    assert h.diagnostics["a"][0] == 1.0 and np.isnan(h.diagnostics["a"][1]) and h.diagnostics["a"][2] == 3.0
+    assert np.isnan(h.diagnostics["skipped"][0])
+    assert all(len(v) == len(h.update_steps) for v in h.diagnostics.values())
+
+
+def test_training_again_keeps_the_observation_statistics():
+    env = gym.make("Pendulum-v1")
+    algo = PPO(env.observation_space, env.action_space,
+               PPOConfig(num_envs=2, rollout_steps=64, minibatch_size=64, epochs=1, normalize_obs=True))
+    train(algo, "Pendulum-v1", 256, progress=False)
+    rms, count = algo.policy.obs_rms, algo.policy.obs_rms.count
+    train(algo, "Pendulum-v1", 256, progress=False)
+    assert algo.policy.obs_rms is rms and rms.count > count

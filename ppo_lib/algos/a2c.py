@@ -19,7 +19,7 @@ import torch
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_range
+from ppo_lib.config import check_hidden, check_range
 from ppo_lib.losses import normalize, policy_gradient_loss, value_loss
 
 
@@ -37,6 +37,7 @@ class A2CConfig:
     hidden: tuple = (64, 64)
 
     def __post_init__(self):
+        check_hidden(self)
         check_range(self, "gamma", 0, 1)
         check_range(self, "gae_lambda", 0, 1)
         check_range(self, "lr", 0, 1, low_open=True)

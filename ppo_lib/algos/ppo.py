@@ -26,7 +26,7 @@ import torch
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_choice, check_range
+from ppo_lib.config import check_choice, check_hidden, check_range
 from ppo_lib.losses import (approx_kl, clipped_surrogate, clipped_value_loss, kl_penalty_surrogate, normalize,
                             value_loss)
 
@@ -53,7 +53,7 @@ class PPOConfig:
     num_envs: int = 1
     epochs: int = 10
     minibatch_size: int = 64
-    value_coef: float = 1.0          # c1
+    value_coef: float = 1.0          # c1 (our value loss carries a 1/2: this is the paper's c1 = 0.5 scale)
     entropy_coef: float = 0.0        # c2
     max_grad_norm: float = 0.5       # global gradient clipping; 0 disables
     beta: float = 1.0                # initial KL coefficient (penalty variant)
@@ -74,6 +74,7 @@ class PPOConfig:
     bootstrap_truncation: bool = True  # False: treat time limits as terminations (the classic bug)
 
     def __post_init__(self):
+        check_hidden(self)
         check_choice(self, "variant", ("clip", "penalty", "none"))
         check_range(self, "clip_eps", 0, 1, low_open=True, high_open=True)
         check_range(self, "gamma", 0, 1)
@@ -91,6 +92,9 @@ class PPOConfig:
         check_range(self, "adam_eps", 0, low_open=True)
         if self.target_kl is not None:
             check_range(self, "target_kl", 0, low_open=True)
+        if self.variant == "penalty" and self.adaptive_beta and self.beta == 0:
+            raise ValueError("beta=0: with variant='penalty' and adaptive_beta=True, beta must be > 0 "
+                             "(doubling or halving 0 leaves it 0 for ever)")
         if self.minibatch_size > self.rollout_steps * self.num_envs:
             raise ValueError(f"minibatch_size={self.minibatch_size}: must be <= rollout_steps x num_envs "
                              f"= {self.rollout_steps * self.num_envs}")
@@ -129,6 +133,8 @@ class PPO(Algorithm):
 
         wrapped = NormalizedVecEnv(venv, normalize_obs=c.normalize_obs,
                                    reward_gamma=c.gamma if c.scale_rewards else None)
+        if c.normalize_obs and self.policy.obs_rms is not None:
+            wrapped.obs_rms = self.policy.obs_rms  # training again: keep the statistics the policy learned with
         self.policy.obs_rms = wrapped.obs_rms
         return wrapped
 
@@ -155,6 +161,10 @@ class PPO(Algorithm):
             old_params = actor.params(obs)  # pi_old at every state, for the exact KL
         eps = max(self.clip_eps, 1e-8)
         B = obs.shape[0]
+        if B < c.minibatch_size:
+            raise ValueError(f"the rollout has {B} samples ({rollout.T} steps x {rollout.N} envs), fewer than "
+                             f"minibatch_size={c.minibatch_size}: no minibatch can be formed. Use more envs or "
+                             f"steps, or a smaller minibatch (the config expects num_envs={c.num_envs})")
         stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction")}
         epochs_done, stopped_early = 0, False
         for _ in range(c.epochs):

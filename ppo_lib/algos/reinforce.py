@@ -24,7 +24,7 @@ import torch
 
 from ppo_lib.advantages import complete_episode_mask, reward_to_go
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_range
+from ppo_lib.config import check_hidden, check_range
 from ppo_lib.losses import normalize, policy_gradient_loss, value_loss
 
 
@@ -41,6 +41,7 @@ class ReinforceConfig:
     hidden: tuple = (64, 64)
 
     def __post_init__(self):
+        check_hidden(self)
         check_range(self, "gamma", 0, 1)
         check_range(self, "lr", 0, 1, low_open=True)
         check_range(self, "rollout_steps", 1, integer=True)

@@ -30,7 +30,7 @@ import torch
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_range
+from ppo_lib.config import check_hidden, check_range
 from ppo_lib.losses import normalize, value_loss
 
 
@@ -108,6 +108,7 @@ class TRPOConfig:
     hidden: tuple = (64, 64)
 
     def __post_init__(self):
+        check_hidden(self)
         check_range(self, "delta", 0, 1, low_open=True)
         check_range(self, "gamma", 0, 1)
         check_range(self, "gae_lambda", 0, 1)

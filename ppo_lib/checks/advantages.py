@@ -148,8 +148,15 @@ check_bootstrap_values = Exercise(
               A([[False, False], [True, False]]), A([[0.0, 0.0], [7.0, 0.0]])),
              "two envs (shape (T=2, N=2)): env 1 terminates at t=0, env 0 is truncated at t=1 "
              "with final value 7; last_value=[3, 30]"),
+        Case((F(1.0, 2.0), np.float64(3.0), B(1, 0), B(1, 0), F(5.0, 0.0)),
+             "terminated AND truncated at t=0 (the pole fell on the last allowed step), final_values=[5, 0]: "
+             "a real end wins, the next value is 0"),
     ],
     mistakes=[
+        Mistake("truncation wins", lambda v, lv, te, tr, fv: np.where(
+            np.asarray(tr), fv, _bv(v, lv, te, np.zeros_like(tr), fv)),
+                "when a step is both terminated and truncated, the episode really ended: termination wins "
+                "and the next value is 0."),
         Mistake("bootstraps through termination", lambda *a: _bv(*a, use_term=False),
                 "after a termination (terminated[t] = True) nothing follows: the next value must be 0, "
                 "but yours bootstraps from a later value."),
@@ -203,6 +210,9 @@ check_gae = Exercise(
              "rewards=[1, 2, 3, 4], values=[1, 1, 1, 1], next_values=[1, 0, 1, 1], done after t=1, "
              "gamma=0.9, lam=0.95"),
         Case(_GAE_2D, "arrays of shape (T=4, N=2) (time on axis 0), env 1 done after t=1, gamma=0.9, lam=0.8"),
+        Case((F(1, 1, 1), F(0.5, 0.5, 0.5), F(0.5, 2.0, 0.5), B(0, 1, 0), 0.9, 0.9),
+             "a truncation after t=1: dones=[F, T, F] but next_values[1] = 2.0 (V of the true final obs) "
+             "must still be used in delta_1"),
     ],
     mistakes=[
         Mistake("trace not cut", lambda *a: _gae(*a, cut=False),
@@ -220,6 +230,11 @@ check_gae = Exercise(
                 "you returned A_t + V(s_t) (the value target); return the advantage A_t itself."),
         Mistake("td only", lambda r, v, nv, d, g, lam: _gae(r, v, nv, d, g, 0.0),
                 "that is only the TD error delta_t (lam = 0); add the discounted later TD errors."),
+        Mistake("bootstrap masked by dones", lambda r, v, nv, d, g, lam: _gae(
+            r, v, np.asarray(nv, float) * (1 - np.asarray(d, float)), d, g, lam),
+                "dones only cut the *sum* of later TD errors; the bootstrap inside delta_t comes from "
+                "next_values, which is already 0 after a termination and V(final obs) after a truncation: "
+                "do not multiply it by (1 - dones)."),
         Mistake("wrong axis", _gae_wrong_axis,
                 "time runs along axis 0 (rows) and environments along axis 1: loop over rows."),
     ],

@@ -95,6 +95,10 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     """
     if isinstance(expected, dict):
         for key, exp in expected.items():
+            if isinstance(got, dict) and key not in got:
+                return (f"{key}: not available: your function returned a plain number or a tensor without a "
+                        f"graph (e.g. via .item(), float() or .detach()), so autograd cannot differentiate it; "
+                        f"return a torch tensor computed from the inputs")
             problem = compare(exp, got.get(key) if isinstance(got, dict) else None, rtol, atol)
             if problem is not None:
                 return f"{key}: {problem}"

@@ -228,11 +228,20 @@ check_clipped_surrogate = Exercise(
 
 # ---------------------------------------------------------------- KL penalty
 
+def _run_kl_objective(fn, ratio, adv, kl, beta):
+    kl_t = torch.tensor(kl, dtype=D, requires_grad=True)
+    out = _run_objective(fn, ratio, adv, kl_t, beta)
+    if "gradient w.r.t. ratio" in out:
+        out["gradient w.r.t. kl (the penalty must reach the policy)"] = (
+            kl_t.grad if kl_t.grad is not None else torch.zeros_like(kl_t))
+    return out
+
+
 check_kl_penalty_objective = Exercise(
     "kl_penalty_objective",
-    reference=lambda r, a, kl, beta: losses.kl_penalty_surrogate(r, a, torch.as_tensor(kl, dtype=D), beta),
+    reference=lambda r, a, kl, beta: losses.kl_penalty_surrogate(r, a, kl, beta),
     reference_name="ppo_lib.losses.kl_penalty_surrogate",
-    run=lambda fn, ratio, adv, kl, beta: _run_objective(fn, ratio, adv, torch.tensor(kl, dtype=D), beta),
+    run=_run_kl_objective,
     cases=[
         Case(([1.2], [1.0], [0.05], 1.0), "ratio=[1.2], advantage=[1], kl=[0.05], beta=1"),
         Case(([0.9, 1.3], [-1.0, 2.0], [0.01, 0.03], 3.0), "ratio=[0.9, 1.3], advantage=[-1, 2], kl=[0.01, 0.03], beta=3"),
@@ -240,6 +249,9 @@ check_kl_penalty_objective = Exercise(
     mistakes=[
         Mistake("penalty sign", lambda r, a, kl, beta: (r * a).mean() + beta * kl.mean(),
                 "the KL is a *penalty*: subtract beta * KL from the surrogate."),
+        Mistake("detached KL", lambda r, a, kl, beta: (r * a).mean() - beta * kl.detach().mean(),
+                "the KL is detached (or turned into a number): no gradient reaches it, so the penalty does "
+                "nothing to the update. Keep it a tensor in the graph."),
         Mistake("no beta", lambda r, a, kl, beta: (r * a).mean() - kl.mean(),
                 "multiply the KL by beta."),
         Mistake("loss sign", lambda r, a, kl, beta: -((r * a).mean() - beta * kl.mean()),

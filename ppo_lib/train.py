@@ -118,7 +118,10 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, unit="step", desc=type(algo).__name__, leave=False)
+        # mininterval and refresh=False below: at most ~2 redraws a second. Every redraw of a
+        # notebook progress bar is a widget message; thousands of them per cell can overflow
+        # the kernel's output queue (messages are dropped, and nbval then times out).
+        bar = tqdm(total=total_steps, unit="step", desc=type(algo).__name__, leave=False, mininterval=0.5)
     obs = venv.reset()
     start = venv.total_steps
     first_episode = len(venv.stats.returns)  # a reused VecEnv carries episodes of earlier runs
@@ -139,7 +142,7 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
             if bar is not None:
                 bar.update(venv.total_steps - start - bar.n)
                 if history.episode_returns:
-                    bar.set_postfix(mean_return=f"{np.mean(history.episode_returns[-window:]):.1f}")
+                    bar.set_postfix(mean_return=f"{np.mean(history.episode_returns[-window:]):.1f}", refresh=False)
             if callback is not None and callback(history):  # a callback returns True to stop
                 break
             if stop_at is not None and history.first_step_reaching(stop_at, window) is not None:

@@ -63,8 +63,11 @@ def lab():
     server.stop()
 
 
+INDICATOR = ".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator"  # the open notebook's, not a hidden tab's
+
+
 def _wait_idle(page, timeout=120_000):
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout)
+    page.wait_for_selector(f"{INDICATOR}[data-status='idle']", timeout=timeout)
 
 
 def _accept_kernel_dialog(page, wait_s: float = 3.0):
@@ -98,7 +101,7 @@ def test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot(browser, lab):
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         page.goto(lab.url)
-        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+        page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=90_000)
         _accept_kernel_dialog(page)
         _wait_idle(page)
         page.click(".lm-MenuBar-item:has-text('Run')")
@@ -158,7 +161,7 @@ def test_chapter_text_files_open_as_notebooks(browser, lab):
         shutil.copy(ROOT / "chapters" / "00_welcome.py", copy)
         rel = copy.relative_to(ROOT).as_posix()
         page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}")
-        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+        page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=90_000)
         # The status bar of a notebook says "Cell i/N"; JupyterLab renders only the
         # visible cells, so count through it rather than through the DOM.
         expected = len(jupytext.read(ROOT / "chapters" / "00_welcome.py", fmt="py:percent").cells)
@@ -171,22 +174,16 @@ def test_chapter_text_files_open_as_notebooks(browser, lab):
 def _open_and_run_all(page, lab, stem: str, timeout_s: int = 600):
     rel = (lab.workspace / f"{stem}.ipynb").relative_to(ROOT).as_posix()
     page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=90_000)
     _accept_kernel_dialog(page)
     _wait_idle(page)
-    # Run All applies to the focused notebook; right after loading it may not be
-    # focused yet (or the menu entry not yet enabled), so click into it and retry.
-    for attempt in range(4):
-        page.locator(".jp-NotebookPanel:visible .jp-Cell").first.click()
-        page.click(".lm-MenuBar-item:has-text('Run')")
-        page.click(".lm-Menu-item:has-text('Run All Cells')")
-        try:  # busy first, then idle again once every cell has run
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']", timeout=10_000)
-            break
-        except Exception:
-            if attempt == 3:
-                raise
-            page.keyboard.press("Escape")
+    # Through the notebook's own toolbar ("restart the kernel and run all cells"):
+    # the Run menu acts on whichever notebook JupyterLab considers current, which is
+    # not reliably the one just opened when other notebooks are restored beside it.
+    panel = page.locator(".jp-NotebookPanel:visible").first
+    panel.locator(".jp-Toolbar [data-command='notebook:restart-run-all']").first.click()
+    page.locator(".jp-Dialog .jp-mod-accept").first.click()  # "Restart Kernel?" -> Confirm
+    page.wait_for_selector(f"{INDICATOR}[data-status='busy']", timeout=30_000)
     _wait_idle(page, timeout=timeout_s * 1000)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ppo_lib.checks import check_clipped_value_loss, check_running_mean_std
+from tests.catalogue import assert_accepted, assert_flagged, ids
 
 
 def rms_correct(mean, var, count, batch):
@@ -72,16 +73,13 @@ CATALOGUE = [
 ]
 
 
-@pytest.mark.parametrize("exercise, impl, words", CATALOGUE, ids=[f"{e.name}-{i.__name__}" for e, i, _ in CATALOGUE])
+@pytest.mark.parametrize("exercise, impl, words", CATALOGUE, ids=ids(CATALOGUE))
 def test_checker_flags_the_mistake(exercise, impl, words):
-    result = exercise.evaluate(impl)
-    assert not result.passed
-    assert words in result.message and "Case:" in result.message
+    assert_flagged(exercise, impl, words)
 
 
 @pytest.mark.parametrize("exercise, impl", [(check_running_mean_std, rms_correct),
                                             (check_running_mean_std, rms_concat),
                                             (check_clipped_value_loss, vl_correct)])
 def test_checker_accepts_correct_implementations(exercise, impl):
-    result = exercise.evaluate(impl)
-    assert result.passed, result.message
+    assert_accepted(exercise, impl)

@@ -5,6 +5,7 @@ import torch
 
 from ppo_lib.checks import (check_adaptive_kl_beta, check_clipped_surrogate, check_conjugate_gradient,
                             check_fisher_vector_product, check_kl_penalty_objective, check_probability_ratio)
+from tests.catalogue import assert_accepted, assert_flagged, ids
 
 
 def cg_correct(Avp, b, iters):
@@ -154,13 +155,9 @@ CATALOGUE = [
 ]
 
 
-@pytest.mark.parametrize("exercise, impl, words", CATALOGUE,
-                         ids=[f"{e.name}-{i.__name__}" for e, i, _ in CATALOGUE])
+@pytest.mark.parametrize("exercise, impl, words", CATALOGUE, ids=ids(CATALOGUE))
 def test_checker_flags_the_mistake_specifically(exercise, impl, words):
-    result = exercise.evaluate(impl)
-    assert not result.passed, f"{exercise.name} accepted {impl.__name__}"
-    assert words in result.message, result.message
-    assert "Case:" in result.message
+    assert_flagged(exercise, impl, words)
 
 
 CORRECT = [(check_conjugate_gradient, cg_correct), (check_fisher_vector_product, fvp_correct),
@@ -168,7 +165,6 @@ CORRECT = [(check_conjugate_gradient, cg_correct), (check_fisher_vector_product,
            (check_kl_penalty_objective, kl_correct), (check_adaptive_kl_beta, beta_correct)]
 
 
-@pytest.mark.parametrize("exercise, impl", CORRECT, ids=[f"{e.name}-{i.__name__}" for e, i in CORRECT])
+@pytest.mark.parametrize("exercise, impl", CORRECT, ids=ids(CORRECT))
 def test_checker_accepts_correct_implementations(exercise, impl):
-    result = exercise.evaluate(impl)
-    assert result.passed, result.message
+    assert_accepted(exercise, impl)

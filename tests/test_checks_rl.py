@@ -12,6 +12,7 @@ import torch
 
 from ppo_lib.checks import (ALL_EXERCISES, check_bootstrap_values, check_gae, check_normalize_advantages,
                             check_reward_to_go, check_reinforce_loss, check_td_errors)
+from tests.catalogue import assert_accepted, assert_flagged, ids
 
 
 # ----------------------------------------------------------------- reward-to-go
@@ -234,14 +235,9 @@ CATALOGUE = [
 ]
 
 
-@pytest.mark.parametrize("exercise, impl, words", CATALOGUE,
-                         ids=[f"{e.name}-{i.__name__}" for e, i, _ in CATALOGUE])
+@pytest.mark.parametrize("exercise, impl, words", CATALOGUE, ids=ids(CATALOGUE))
 def test_checker_flags_the_mistake_specifically(exercise, impl, words):
-    result = exercise.evaluate(impl)
-    assert not result.passed, f"{exercise.name} accepted {impl.__name__}"
-    assert words in result.message, result.message
-    assert "Case:" in result.message
-    assert result.fn is exercise.reference
+    assert_flagged(exercise, impl, words)
 
 
 CORRECT = [
@@ -254,10 +250,9 @@ CORRECT = [
 ]
 
 
-@pytest.mark.parametrize("exercise, impl", CORRECT, ids=[f"{e.name}-{i.__name__}" for e, i in CORRECT])
+@pytest.mark.parametrize("exercise, impl", CORRECT, ids=ids(CORRECT))
 def test_checker_accepts_correct_implementations(exercise, impl):
-    result = exercise.evaluate(impl)
-    assert result.passed, result.message
+    assert_accepted(exercise, impl)
 
 
 @pytest.mark.parametrize("exercise", ALL_EXERCISES, ids=lambda e: e.name)

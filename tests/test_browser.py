@@ -9,6 +9,7 @@ through the launcher and stopped by its PID.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import time
 
 import jupytext
 import pytest
+from playwright.sync_api import expect
 
 from tests.lab import ROOT, LabServer
 
@@ -66,6 +68,20 @@ def lab():
 INDICATOR = ".jp-NotebookPanel:visible .jp-Notebook-ExecutionIndicator"  # the open notebook's, not a hidden tab's
 
 
+@contextlib.contextmanager
+def _page(browser, failure_shot: str, width: int = 1400, height: int = 1000):
+    """A fresh page; a screenshot ``<failure_shot>_failure.png`` if the test fails; always closed."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(SHOTS / f"{failure_shot}_failure.png"))
+        raise
+    finally:
+        page.close()
+
+
 def _wait_idle(page, timeout=120_000):
     page.wait_for_selector(f"{INDICATOR}[data-status='idle']", timeout=timeout)
 
@@ -95,29 +111,22 @@ def _stable_src(locator, timeout=30.0) -> str:
 
 
 def test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot(browser, lab):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(lab.url)
-        page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=90_000)
-        _accept_kernel_dialog(page)
-        _wait_idle(page)
-        page.click(".lm-MenuBar-item:has-text('Run')")
-        page.click(".lm-Menu-item:has-text('Run All Cells')")
+    with _page(browser, "00") as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        assert lab.url == _notebook_url(lab, "00_welcome"), "the launcher must print chapter 0's URL"
+        _open_and_run_all(page, lab, "00_welcome")
 
         slider = page.locator(".jp-OutputArea-output .widget-slider").first
         slider.wait_for(timeout=120_000)
+        slider.scroll_into_view_if_needed()  # off-screen cells are not rendered (no innerText)
         image = page.locator(".jupyter-widgets.widget-output img").first
         image.wait_for(timeout=60_000)
-        _wait_idle(page)
         readout = page.locator(".jp-OutputArea-output .widget-readout").first
-        assert readout.inner_text().strip() == "0.90"
+        expect(readout).to_have_text("0.90", timeout=30_000)  # the view fills it in just after rendering
         kernel_text = page.locator(".jp-OutputArea-output .widget-html-content").first
-        assert "gamma = 0.90" in kernel_text.inner_text()
+        expect(kernel_text).to_contain_text("gamma = 0.90", timeout=30_000)
         before = _stable_src(image)
-        slider.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "00_before.png"))
 
         handle = page.locator(".widget-slider .noUi-handle").first
@@ -128,7 +137,7 @@ def test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot(browser, lab):
         page.wait_for_function(
             "() => document.querySelector('.jp-OutputArea-output .widget-html-content')"
             ".innerText.includes('gamma = 0.95')", timeout=30_000)
-        assert readout.inner_text().strip() == "0.95"
+        expect(readout).to_have_text("0.95", timeout=30_000)
         after = _stable_src(image)
         assert after != before, "the plot did not change when gamma moved"
         page.screenshot(path=str(SHOTS / "00_after.png"))
@@ -146,16 +155,10 @@ def test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot(browser, lab):
         assert "KERNEL-SAYS 0.95 True" in said
         page.screenshot(path=str(SHOTS / "00_kernel.png"))
         assert not [e for e in errors if "widget" in e.lower()], errors
-    except Exception:
-        page.screenshot(path=str(SHOTS / "00_failure.png"))
-        raise
-    finally:
-        page.close()
 
 
 def test_chapter_text_files_open_as_notebooks(browser, lab):
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    try:
+    with _page(browser, "00_text", width=1200, height=800) as page:
         # a copy, so that nothing JupyterLab saves can touch the tracked chapter
         copy = lab.workspace / "00_welcome_text.py"
         shutil.copy(ROOT / "chapters" / "00_welcome.py", copy)
@@ -167,13 +170,15 @@ def test_chapter_text_files_open_as_notebooks(browser, lab):
         expected = len(jupytext.read(ROOT / "chapters" / "00_welcome.py", fmt="py:percent").cells)
         page.wait_for_selector(f".jp-StatusBar-Widget:has-text('/{expected}')", timeout=30_000)
         page.screenshot(path=str(SHOTS / "00_text_file.png"))
-    finally:
-        page.close()
+
+
+def _notebook_url(lab, stem: str) -> str:
+    rel = (lab.workspace / f"{stem}.ipynb").relative_to(ROOT).as_posix()
+    return f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}"
 
 
 def _open_and_run_all(page, lab, stem: str, timeout_s: int = 600):
-    rel = (lab.workspace / f"{stem}.ipynb").relative_to(ROOT).as_posix()
-    page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{rel}?token={lab.token}")
+    page.goto(_notebook_url(lab, stem))
     page.wait_for_selector(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell", timeout=90_000)
     _accept_kernel_dialog(page)
     _wait_idle(page)
@@ -215,28 +220,16 @@ def _move_and_check(page, readout_text: str, handle_index: int, presses: int, ex
 
 
 def test_chapter_5_epsilon_sliders_redraw(browser, lab):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
+    with _page(browser, "05") as page:
         _open_and_run_all(page, lab, "05_ppo_clip")
         # the clipped objective: eps 0.20 -> 0.30 (two steps of 0.05), redrawn at once
         _move_and_check(page, "eps = 0.20", 0, 2, "eps = 0.30", "05_clip")
         # the training runs, cached: clip range 0.2 -> 0.3
         _move_and_check(page, "475 reached", 0, 1, "eps = 0.3:", "05_training")
-    except Exception:
-        page.screenshot(path=str(SHOTS / "05_failure.png"))
-        raise
-    finally:
-        page.close()
 
 
 def test_chapter_6_beta_slider_redraws(browser, lab):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
+    with _page(browser, "06") as page:
         _open_and_run_all(page, lab, "06_ppo_penalty")
         # initial beta 1 -> 10: a new training run (a few seconds), then the figure changes
         _move_and_check(page, "adaptive beta, initial 1,", 0, 1, "initial 10,", "06_beta", timeout_ms=120_000)
-    except Exception:
-        page.screenshot(path=str(SHOTS / "06_failure.png"))
-        raise
-    finally:
-        page.close()

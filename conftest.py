@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 
 BUDGET_FACTOR = 3.0
+# Chapters 8 and 9 cache their pre-trained and reward models (ppo_lib.rlhf.cache). In a
+# test session every notebook kernel shares one cache folder, emptied at the start, so
+# the first notebook trains them from scratch and the others load them.
+RLHF_CACHE = Path(__file__).parent / "build" / "ppo_cache"
 _totals: dict[str, float] = defaultdict(float)
 _last_item: dict[str, str] = {}
 
@@ -36,6 +40,13 @@ def _budget(stem: str) -> float | None:
         if ch.stem == stem:
             return ch.budget_s
     return None
+
+
+def pytest_sessionstart(session):
+    import shutil
+
+    shutil.rmtree(RLHF_CACHE, ignore_errors=True)
+    os.environ["PPO_COURSE_CACHE"] = str(RLHF_CACHE)  # inherited by nbval's and JupyterLab's kernels
 
 
 def pytest_collection_modifyitems(session, config, items):

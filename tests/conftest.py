@@ -13,3 +13,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def rlhf_sft(tmp_path_factory):
+    """The default pre-trained tiny GPT (chapters 8-9), trained once per test session."""
+    from ppo_lib.rlhf.pretrain import pretrain
+
+    return pretrain(progress=False, use_cache=False)
+
+
+@pytest.fixture(scope="session")
+def rlhf_reward(rlhf_sft):
+    """The default reward model on the default SFT model, trained once per test session."""
+    from ppo_lib.rlhf.reward_model import train_reward_model
+
+    return train_reward_model(rlhf_sft, progress=False, use_cache=False)

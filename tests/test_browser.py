@@ -233,3 +233,10 @@ def test_chapter_6_beta_slider_redraws(browser, lab):
         _open_and_run_all(page, lab, "06_ppo_penalty")
         # initial beta 1 -> 10: a new training run (a few seconds), then the figure changes
         _move_and_check(page, "adaptive beta, initial 1,", 0, 1, "initial 10,", "06_beta", timeout_ms=120_000)
+
+
+def test_chapter_8_beta_slider_redraws(browser, lab):
+    with _page(browser, "08") as page:
+        _open_and_run_all(page, lab, "08_rlhf_ppo")
+        # the KL coefficient: beta 0 (the hack) -> 0.03, read from the benchmark's file
+        _move_and_check(page, "beta = 0 (", 0, 1, "beta = 0.03 (", "08_beta")

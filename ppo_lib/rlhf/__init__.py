@@ -1,0 +1,15 @@
+"""PPO on a language model (chapters 8 and 9), one concept per module:
+
+- ``language``: the tiny language of reviews and its hidden gold reward;
+- ``model``: the decoder-only transformer, ``generate`` (tokens, log-probs, masks);
+- ``pretrain``: next-token pre-training (the SFT model and the frozen reference);
+- ``reward_model``: preference pairs, the Bradley-Terry loss, the reward model;
+- ``kl``: per-token KL estimators and the adaptive KL controller;
+- ``token_advantages``: per-token rewards, GAE over tokens, whitening over a mask;
+- ``ppo``: PPO on tokens (reuses ``ppo_lib.losses``);
+- ``best_of_n``: best-of-n sampling and Gao et al.'s over-optimisation fits;
+- ``evaluate``: one evaluator (gold, proxy, KL, grammar) for every method;
+- ``dpo``, ``grpo``: chapter 9's successors of PPO;
+- ``cache``: trained models kept on disk, keyed by their settings;
+- ``presets``: a larger configuration for a GPU.
+"""

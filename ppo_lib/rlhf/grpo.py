@@ -1,0 +1,344 @@
+r"""GRPO (Shao et al. 2024) and RLOO (Ahmadian et al. 2024): PPO's clipped loss without a critic.
+
+Instead of a value model, each prompt is answered ``G`` times and every sample is compared
+with its own group. One iteration, in execution order (``n`` prompts, ``G`` samples each,
+``B = n G`` responses of ``L`` slots):
+
+1. **Roll out**: ``G`` responses per prompt, sampled with a temperature only; the sequence
+   reward :math:`r_i` ``(n, G)`` is the reward model's score at ``<eos>`` (a fixed
+   ``missing_eos_score`` when a response never finished); log-probs ``(B, L)`` of the
+   policy (``old``) and of the frozen reference.
+2. **Advantages**, one number per response ``(n, G)``, given to every token of it
+   (outcome supervision, Shao et al. 2024, section 4.1.2):
+
+   - ``"group"`` (GRPO): :math:`A_i = (r_i - \mathrm{mean}(r)) / (\mathrm{std}(r) + \varepsilon)`
+     over the group (:func:`group_advantages`);
+   - ``"rloo"`` (RLOO): :math:`A_i = r_i - \frac{1}{G-1}\sum_{j\ne i} r_j`
+     (:func:`rloo_advantages`).
+3. **Update**: ``epochs`` passes of ``minibatches`` minibatches on the GRPO objective
+   (Shao et al. 2024, eq. 3), to be maximised:
+
+   .. math:: J = \frac1B\sum_{i=1}^{B} \frac{1}{|o_i|}\sum_{t=1}^{|o_i|}\Big[
+             \min\big(\rho_{i,t} A_i,\ \mathrm{clip}(\rho_{i,t}, 1-\epsilon, 1+\epsilon) A_i\big)
+             - \beta\, k3_{i,t}\Big],
+             \qquad \rho_{i,t} = \frac{\pi_\theta(o_{i,t}|q, o_{i,<t})}{\pi_{old}(o_{i,t}|q, o_{i,<t})}
+
+   with :math:`k3 = \pi_{ref}/\pi_\theta - \log(\pi_{ref}/\pi_\theta) - 1` on the sampled tokens:
+   the KL penalty sits **in the loss**, not in the reward as in chapter 8's PPO.
+
+Three models are in memory: the policy, the reference and the reward model; no critic.
+
+Where the KL goes (``kl``): ``"loss_k3"`` is GRPO's choice above. ``"reward_k1"`` is PPO's:
+:math:`r_i \leftarrow r_i - \beta \sum_t (\log\pi_{old} - \log\pi_{ref})` before the advantages.
+``"none"`` drops it (TRL's GRPO default today: ``beta = 0``). Mind what k3 in the loss does:
+its gradient, on tokens sampled from the policy, is in expectation the gradient of the
+*reverse* KL, :math:`\nabla_\theta \mathrm{KL}(\pi_{ref}\,\|\,\pi_\theta)`, not of
+:math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref})` that it estimates in value (TRL issues 2608, 3025,
+4967); the two agree near the reference and part further away. A test measures it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ppo_lib.config import check_choice, check_range
+from ppo_lib.losses import clipped_surrogate
+from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.kl import kl_per_token
+from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
+from ppo_lib.rlhf.pretrain import PretrainResult, _bar
+from ppo_lib.rlhf.reward_model import RewardModelResult, score
+
+BASELINES = ("group", "rloo")
+KL_MODES = ("loss_k3", "reward_k1", "none")
+GROUP_STD_EPS = 1e-4  # TRL's GRPOTrainer: (r - mean) / (std + 1e-4)
+
+
+def _check_groups(rewards: torch.Tensor, what: str) -> None:
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards: expected shape (n_prompts, G), one row per group, got {tuple(rewards.shape)}")
+    if rewards.shape[1] < 2:
+        raise ValueError(f"rewards {tuple(rewards.shape)}: {what} needs G >= 2 samples per prompt; with one sample "
+                         f"there is nothing to compare it with")
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = GROUP_STD_EPS) -> torch.Tensor:
+    r"""GRPO's group-normalised advantages, ``(n, G)`` -> ``(n, G)``:
+
+    .. math:: A_{k,i} = \frac{r_{k,i} - \frac1G\sum_j r_{k,j}}{s_k + \varepsilon},\qquad
+              s_k = \sqrt{\tfrac{1}{G-1}\textstyle\sum_j (r_{k,j} - \bar r_k)^2}
+
+    per group ``k`` (one row: the ``G`` samples of one prompt). Shao et al. 2024 write
+    :math:`\mathrm{std}(r)` without saying which; we follow TRL's GRPOTrainer: the *sample*
+    std (``torch.std``, Bessel's :math:`G-1`) and :math:`\varepsilon = 10^{-4}` added to it.
+    A group whose rewards are all equal has :math:`s_k = 0` and gets advantages of exactly 0
+    (no learning signal), never 0/0 = NaN.
+    """
+    _check_groups(rewards, "group normalisation")
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    adv = centred / (rewards.std(dim=1, keepdim=True) + eps)
+    # eps alone does not give 0: in float32 the mean of eight 0.7s is not exactly 0.7, and
+    # the ~1e-7 left after centring, divided by eps, becomes an advantage of ~1e-3
+    no_spread = (rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True))
+    return adv.masked_fill(no_spread, 0.0)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    r"""REINFORCE leave-one-out (Ahmadian et al. 2024; Kool et al. 2019), ``(n, G)`` -> ``(n, G)``:
+
+    .. math:: A_{k,i} = r_{k,i} - \frac{1}{G-1}\sum_{j \ne i} r_{k,j} = \frac{G}{G-1}\,(r_{k,i} - \bar r_k).
+
+    The baseline of a sample never contains the sample itself, so the policy gradient stays
+    unbiased; there is no division by a std.
+    """
+    _check_groups(rewards, "the leave-one-out baseline")
+    G = rewards.shape[1]
+    others_mean = (rewards.sum(dim=1, keepdim=True) - rewards) / (G - 1)
+    return rewards - others_mean
+
+
+def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
+              advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float, beta: float) -> tuple[torch.Tensor, dict]:
+    r"""The negated GRPO objective :math:`-J` (module docstring; Shao et al. 2024, eq. 3).
+
+    ``logprobs`` ``(B, L)`` (with gradient), ``old_logprobs``, ``ref_logprobs`` ``(B, L)``,
+    ``advantages`` ``(B,)``, ``mask`` ``(B, L)``. ``ref_logprobs=None`` or ``beta=0``: no KL term.
+
+    The clipped part is :func:`ppo_lib.losses.clipped_surrogate`, whose plain mean over the
+    ``N`` real tokens we turn into GRPO's mean per sequence, then over sequences, by scaling
+    each token's advantage by :math:`w_{i} = N / (B\,|o_i|) > 0`: a positive factor passes
+    through the min and the clip, :math:`\min(\rho A w, \mathrm{clip}(\rho) A w) = w \min(\rho A,
+    \mathrm{clip}(\rho) A)`, so the two are equal (a test checks it against the formula).
+    """
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
+                         f"{tuple(mask.shape)} must have the same shape (B, L)")
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"advantages {tuple(advantages.shape)}: expected one advantage per response, "
+                         f"shape ({logprobs.shape[0]},)")
+    if beta < 0:
+        raise ValueError(f"beta={beta}: must be >= 0")
+    m = mask.bool()
+    lengths = mask.sum(dim=1, keepdim=True)
+    if (lengths == 0).any():
+        raise ValueError("mask: a response with no real token; each response has at least one")
+    B, N = logprobs.shape[0], m.sum()
+    per_token_weight = (N / (B * lengths)).expand_as(mask)            # (B, L): 1/|o_i|, rescaled
+    log_ratio = logprobs - old_logprobs.detach()
+    ratio = log_ratio.exp()
+    token_adv = advantages.detach()[:, None].expand_as(mask)          # the same A_i on every token of o_i
+    objective = clipped_surrogate(ratio[m], (token_adv * per_token_weight)[m], clip_eps)
+    info = {}
+    if ref_logprobs is not None and beta > 0:
+        # k3 with the *current* policy's log-probs (gradient through log pi_theta only); the
+        # reference is a constant.
+        k3 = kl_per_token(logprobs, ref_logprobs.detach(), "k3")
+        kl_term = ((k3 * mask).sum(dim=1) / lengths.squeeze(1)).mean()
+        objective = objective - beta * kl_term
+        info["k3"] = float(kl_term.detach())
+    with torch.no_grad():
+        lr_m = log_ratio[m]
+        info["clip_fraction"] = float(((ratio[m] - 1).abs() > clip_eps).float().mean())
+        info["approx_kl"] = float((torch.expm1(-lr_m) + lr_m).mean())
+    return -objective, info
+
+
+@dataclasses.dataclass
+class GRPOConfig:
+    """GRPO / RLOO on tokens. Each default names its source."""
+
+    group_size: int = 8               # G: TRL's num_generations 8 (the paper: 64)
+    prompts_per_iteration: int = 8    # 64 responses an iteration, as chapter 8's PPO
+    beta: float = 0.04                # Shao et al. 2024 (TRL's default is 0 today)
+    kl: str = "loss_k3"               # GRPO: k3 in the loss; "reward_k1": PPO's k1 in the reward; "none"
+    baseline: str = "group"           # "group": GRPO's (r - mean) / std; "rloo": leave-one-out
+    clip_eps: float = 0.2             # Shao et al. 2024; TRL epsilon 0.2
+    epochs: int = 2                   # passes over each batch (TRL num_iterations, the paper's mu)
+    minibatches: int = 2
+    lr: float = 5e-4                  # for this 100k-parameter model, as chapter 8's PPO
+    iterations: int = 60
+    temperature: float = 1.0          # the same in rollouts and in training forwards (Huang et al. 2024)
+    missing_eos_score: float = -1.0   # as chapter 8 (Huang et al. 2024: -1)
+    max_grad_norm: float = 1.0        # TRL's default
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range(self, "group_size", 2, integer=True)
+        check_range(self, "prompts_per_iteration", 1, integer=True)
+        check_range(self, "beta", 0.0)
+        check_choice(self, "kl", KL_MODES)
+        check_choice(self, "baseline", BASELINES)
+        check_range(self, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
+        check_range(self, "epochs", 1, integer=True)
+        check_range(self, "minibatches", 1, integer=True)
+        if self.minibatches > self.group_size * self.prompts_per_iteration:
+            raise ValueError(f"minibatches={self.minibatches}: more than the {self.batch_size} responses of an "
+                             f"iteration (group_size x prompts_per_iteration)")
+        check_range(self, "lr", 0.0, 1.0, low_open=True)
+        check_range(self, "iterations", 1, integer=True)
+        check_temperature(self.temperature)
+        check_range(self, "missing_eos_score", -100.0, 100.0)
+        check_range(self, "max_grad_norm", 0.0, low_open=True)
+        check_range(self, "seed", 0, integer=True)
+
+    @property
+    def batch_size(self) -> int:
+        return self.group_size * self.prompts_per_iteration
+
+
+@dataclasses.dataclass
+class GRPOHistory:
+    """One entry per iteration, measured on that iteration's rollouts (the policy's own samples)."""
+
+    proxy: list[float] = dataclasses.field(default_factory=list)         # reward-model score (mean)
+    gold: list[float] = dataclasses.field(default_factory=list)          # gold reward (mean)
+    kl: list[float] = dataclasses.field(default_factory=list)            # sequence KL to the reference (k1 sum)
+    ungrammatical: list[float] = dataclasses.field(default_factory=list)
+    eos_rate: list[float] = dataclasses.field(default_factory=list)
+    length: list[float] = dataclasses.field(default_factory=list)
+    zero_std_groups: list[float] = dataclasses.field(default_factory=list)  # groups with equal rewards: no signal
+    k3: list[float] = dataclasses.field(default_factory=list)            # the loss's KL term (mean per token)
+    clip_fraction: list[float] = dataclasses.field(default_factory=list)
+    approx_kl: list[float] = dataclasses.field(default_factory=list)     # old -> new, per update (k3)
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    samples: list[list[str]] = dataclasses.field(default_factory=list)   # a few texts per iteration
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class GRPOResult:
+    policy: GPT
+    history: GRPOHistory
+    config: GRPOConfig
+    interrupted: bool = False
+    tokens_generated: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class GroupRollout:
+    tokens: torch.Tensor        # (B, P + L), B = n G, the G samples of a prompt adjacent
+    mask: torch.Tensor          # (B, L)
+    logprobs: torch.Tensor      # (B, L) policy at rollout time (pi_old)
+    ref_logprobs: torch.Tensor  # (B, L)
+    scores: torch.Tensor        # (B,) reward-model score (missing_eos_score without <eos>)
+    rewards: torch.Tensor       # (n, G) sequence rewards the advantages are built from
+    advantages: torch.Tensor    # (B,)
+    gold: torch.Tensor          # (B,)
+    kl: torch.Tensor            # (B,) sequence k1
+
+
+@torch.no_grad()
+def collect_groups(policy: GPT, ref: GPT, reward_model, config: GRPOConfig, generator: torch.Generator,
+                   rng: np.random.Generator) -> GroupRollout:
+    """Sample ``G`` responses to each of ``prompts_per_iteration`` prompts and compute their advantages."""
+    dev = next(policy.parameters()).device
+    n, G = config.prompts_per_iteration, config.group_size
+    # the G samples of a group share one prompt: repeat each prompt G times, side by side
+    prompts = [lang.PROMPTS[i] for i in rng.integers(len(lang.PROMPTS), size=n) for _ in range(G)]
+    gen = generate(policy, prompts, temperature=config.temperature, generator=generator)
+    P, mask = gen.prompt_len, gen.mask
+    logprobs = response_logprobs(policy, gen.tokens, P, config.temperature) * mask
+    ref_logprobs = response_logprobs(ref, gen.tokens, P, config.temperature) * mask
+    # a response without <eos> gets a fixed score: the reward model reads the last slot of an
+    # unfinished text, which it never saw in training (TRL's missing_eos_penalty; TRL issue 2387)
+    scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P),
+                         torch.full((len(prompts),), config.missing_eos_score, device=dev))
+    kl = (logprobs - ref_logprobs).sum(1)  # k1 summed over the real tokens (padding is 0 in both)
+    rewards = scores - config.beta * kl if config.kl == "reward_k1" else scores
+    rewards = rewards.view(n, G)
+    adv = group_advantages(rewards) if config.baseline == "group" else rloo_advantages(rewards)
+    return GroupRollout(gen.tokens, mask, logprobs, ref_logprobs, scores, rewards, adv.reshape(-1),
+                        lang.gold_rewards(gen.responses.cpu()), kl)
+
+
+def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfig | None = None,
+               progress: bool = True, callback: Callable[[int, GRPOHistory], bool | None] | None = None,
+               n_samples_logged: int = 4) -> GRPOResult:
+    """Fine-tune a copy of the SFT model with GRPO (or RLOO) against ``reward``'s model.
+
+    Ctrl+C (or a callback returning True) stops early and returns what was done;
+    any other error re-raises with the partial result attached as ``error.partial_result``.
+    """
+    config = config or GRPOConfig()
+    if not isinstance(sft, PretrainResult):
+        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+    if not isinstance(reward, RewardModelResult):
+        raise TypeError(f"reward: expected the RewardModelResult returned by train_reward_model(), "
+                        f"got {type(reward).__name__}")
+    dev = next(sft.model.parameters()).device
+    torch.manual_seed(config.seed)
+    policy = frozen_copy(sft.model)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    policy.train()
+    ref = frozen_copy(sft.model)
+    reward_model = frozen_copy(reward.model)
+    opt = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
+    generator = torch.Generator(dev).manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    loss_beta = config.beta if config.kl == "loss_k3" else 0.0
+    history = GRPOHistory()
+    result = GRPOResult(policy, history, config)
+    name = "RLOO" if config.baseline == "rloo" else "GRPO"
+    bar = _bar(config.iterations, f"{name} beta={config.beta:g}", progress)
+    t_start = time.perf_counter()
+    try:
+        for it in range(config.iterations):
+            t0 = time.perf_counter()
+            ro = collect_groups(policy, ref, reward_model, config, generator, rng)
+            result.tokens_generated += int(ro.mask.sum())
+            infos = []
+            for _ in range(config.epochs):
+                perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
+                    int(rng.integers(2**31)))).to(dev)
+                for idx in perm.chunk(config.minibatches):
+                    new_logprobs = response_logprobs(policy, ro.tokens[idx], lang.PROMPT_LEN, config.temperature)
+                    loss, info = grpo_loss(new_logprobs, ro.logprobs[idx], ro.ref_logprobs[idx], ro.advantages[idx],
+                                           ro.mask[idx], config.clip_eps, loss_beta)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                    opt.step()
+                    infos.append(info)
+            mean_kl = float(ro.kl.mean())
+            history.proxy.append(float(ro.scores.mean()))
+            history.gold.append(float(ro.gold.mean()))
+            history.kl.append(mean_kl)
+            responses = ro.tokens[:, lang.PROMPT_LEN:].cpu()
+            history.ungrammatical.append(1.0 - lang.grammatical_rate(responses))
+            history.eos_rate.append(float((responses == lang.EOS_ID).any(1).float().mean()))
+            history.length.append(float(ro.mask.sum(1).mean()))
+            history.zero_std_groups.append(float((ro.rewards.std(dim=1) == 0).float().mean()))
+            history.k3.append(float(np.mean([i.get("k3", 0.0) for i in infos])))
+            for key in ("clip_fraction", "approx_kl"):
+                getattr(history, key).append(float(np.mean([i[key] for i in infos])))
+            history.samples.append([lang.decode(r) for r in responses[:n_samples_logged].tolist()])
+            history.seconds.append(time.perf_counter() - t0)
+            if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
+                raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
+                                         f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(proxy=f"{history.proxy[-1]:.2f}", gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}")
+            if callback is not None and callback(it, history) is True:
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except Exception as exc:
+        exc.partial_result = result
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        result.seconds = time.perf_counter() - t_start
+        policy.eval()
+    return result

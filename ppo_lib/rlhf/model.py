@@ -1,0 +1,277 @@
+r"""A tiny decoder-only transformer (GPT) in plain PyTorch, and sampling from it.
+
+Shapes: ``B`` sequences, ``T`` positions (at most ``context``), ``V`` words, ``D`` width.
+The logits at position ``i`` are the model's distribution over token ``i + 1``; the
+causal mask makes them depend on tokens ``0..i`` only.
+
+:func:`generate` samples responses with a temperature only (no top-k / top-p: those
+change the distribution actually sampled, and the per-token KL estimate built on
+:math:`\log\pi` would then be biased, even negative: TRL issues 925, 1161, 1857),
+and returns what PPO needs: the tokens, the log-probabilities of the sampled tokens
+under the sampling distribution, and the mask of real response tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ppo_lib.rlhf import language as lang
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when there is a GPU, the CPU otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device={device!r}: must be 'auto', 'cpu' or 'cuda'")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: no CUDA GPU is available here; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = lang.VOCAB_SIZE
+    context: int = lang.CONTEXT
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context", "d_model", "n_layers", "n_heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r}: must be a positive whole number")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
+                                 nn.Linear(4 * cfg.d_model, cfg.d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+        heads = lambda t: t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # noqa: E731
+        # the causal mask: position i attends to positions <= i only
+        att = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
+        x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))
+        return x + self.mlp(self.ln2(x))
+
+
+class Trunk(nn.Module):
+    """Embeddings and transformer blocks: token ids ``(B, T)`` -> features ``(B, T, D)``."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.context, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens: expected shape (batch, positions), got {tuple(tokens.shape)}")
+        T = tokens.shape[1]
+        if T > self.cfg.context:
+            raise ValueError(f"{T} tokens: longer than the model's context of {self.cfg.context}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got {int(tokens.min())}.."
+                             f"{int(tokens.max())}")
+        x = self.tok(tokens) + self.pos(torch.arange(T, device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x)
+
+
+class GPT(nn.Module):
+    """The language model: logits ``(B, T, V)``."""
+
+    def __init__(self, cfg: GPTConfig = GPTConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(tokens))
+
+
+class ScalarModel(nn.Module):
+    """A trunk and a scalar head, one number per position ``(B, T)``: the reward model
+    (read at ``<eos>``) and the value model (read at every response position)."""
+
+    def __init__(self, cfg: GPTConfig = GPTConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = nn.Linear(cfg.d_model, 1)
+
+    @classmethod
+    def from_lm(cls, lm: GPT) -> "ScalarModel":
+        """A copy of a language model's trunk with a fresh zero head."""
+        model = cls(lm.cfg)
+        model.trunk.load_state_dict(lm.trunk.state_dict())
+        nn.init.zeros_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+        return model.to(next(lm.parameters()).device)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(tokens)).squeeze(-1)
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy with no gradients, in eval mode: the reference model."""
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+# --------------------------------------------------------------------------
+# Log-probabilities and sampling
+# --------------------------------------------------------------------------
+
+def check_temperature(temperature: float) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise ValueError(f"temperature={temperature!r}: sampling needs a temperature > 0 (1.0 samples the model "
+                         f"as it is; smaller is greedier)")
+    return float(temperature)
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, prompt_len: int,
+                    temperature: float = 1.0) -> torch.Tensor:
+    r"""Log-probabilities of the response tokens under the model, ``(B, L)``.
+
+    The logits at position ``i`` predict token ``i + 1`` (the shift by one), so the
+    response token at ``prompt_len + t`` is scored by the logits at ``prompt_len + t - 1``:
+
+    .. math:: \log\pi(a_t|s_t) = \mathrm{log\_softmax}(z_{P+t-1} / \tau)[a_t].
+
+    ``logits``: ``(B, T, V)``; ``tokens``: ``(B, T)``; ``L = T - prompt_len``.
+    """
+    if logits.shape[:2] != tokens.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)}: the first two "
+                         f"dimensions must match")
+    if not 1 <= prompt_len < tokens.shape[1]:
+        raise ValueError(f"prompt_len={prompt_len}: must be in [1, {tokens.shape[1]})")
+    logp = F.log_softmax(logits[:, prompt_len - 1:-1] / temperature, dim=-1)
+    return logp.gather(-1, tokens[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
+
+
+def response_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Teacher-forced log-probabilities of the response tokens, ``(B, L)``."""
+    return gather_logprobs(model(tokens), tokens, prompt_len, check_temperature(temperature))
+
+
+def response_mask(responses: torch.Tensor) -> torch.Tensor:
+    """1.0 for the real response tokens (up to and including the first ``<eos>``), 0.0 after it."""
+    is_eos = (responses == lang.EOS_ID).long()
+    after_eos = (torch.cumsum(is_eos, dim=1) - is_eos) > 0  # strictly after the first <eos>
+    return (~after_eos).float()
+
+
+@dataclasses.dataclass
+class Generation:
+    """What :func:`generate` returns. ``L`` is ``max_new_tokens``.
+
+    - ``tokens``: ``(B, P + L)`` prompt and response, ``<pad>`` after ``<eos>``;
+    - ``responses``: ``(B, L)`` the response part;
+    - ``logprobs``: ``(B, L)`` log-probs of the sampled tokens at the sampling temperature
+      (0 at padding);
+    - ``mask``: ``(B, L)`` 1.0 on real response tokens, ``<eos>`` included;
+    - ``has_eos``: ``(B,)`` whether the response finished;
+    - ``lengths``: ``(B,)`` number of real response tokens.
+    """
+
+    tokens: torch.Tensor
+    responses: torch.Tensor
+    logprobs: torch.Tensor
+    mask: torch.Tensor
+    has_eos: torch.Tensor
+    lengths: torch.Tensor
+    prompt_len: int
+
+    def texts(self) -> list[str]:
+        return [decode(r) for r in self.responses.tolist()]
+
+
+def decode(ids) -> str:
+    """A response as text, with ``<eos>`` shown when present (so unfinished ones are visible)."""
+    return lang.decode(ids, specials=False) + (" <eos>" if lang.EOS_ID in list(ids) else " …")
+
+
+def prompt_batch(prompts, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Prompts (strings or a ``(B, P)`` id tensor) as a ``(B, P)`` tensor."""
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() != 2:
+            raise ValueError(f"prompts: expected shape (batch, prompt_len), got {tuple(prompts.shape)}")
+        return prompts.to(device)
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if len(prompts) == 0:
+        raise ValueError("prompts: got an empty list; give at least one prompt, e.g. 'the food was'")
+    return torch.tensor([lang.encode_prompt(p) for p in prompts], dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def generate(model: GPT, prompts, max_new_tokens: int = lang.MAX_RESPONSE_LEN, temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> Generation:
+    """Sample one response per prompt, ancestrally, with a temperature only.
+
+    Every row runs ``max_new_tokens`` steps; after a row's ``<eos>`` its tokens are
+    ``<pad>`` and masked out. The returned log-probabilities are exactly those of the
+    distribution sampled from, so they equal a teacher-forced forward pass at the same
+    temperature (:func:`response_logprobs`); a test proves it.
+    """
+    temperature = check_temperature(temperature)
+    device = next(model.parameters()).device
+    x = prompt_batch(prompts, device)
+    P = x.shape[1]
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be a whole number >= 1")
+    if P + max_new_tokens > model.cfg.context:
+        raise ValueError(f"a prompt of {P} tokens plus max_new_tokens={max_new_tokens} is longer than the "
+                         f"model's context of {model.cfg.context}")
+    was_training = model.training
+    model.eval()
+    B = x.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    logps = []
+    for _ in range(max_new_tokens):
+        logits = model(x)[:, -1] / temperature
+        logp = F.log_softmax(logits, dim=-1)
+        nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        nxt = torch.where(done, torch.full_like(nxt, lang.PAD_ID), nxt)
+        logps.append(torch.where(done, torch.zeros(B, device=device), logp.gather(-1, nxt[:, None]).squeeze(-1)))
+        done = done | (nxt == lang.EOS_ID)
+        x = torch.cat([x, nxt[:, None]], dim=1)
+    model.train(was_training)
+    responses = x[:, P:]
+    mask = response_mask(responses)
+    return Generation(tokens=x, responses=responses, logprobs=torch.stack(logps, dim=1), mask=mask,
+                      has_eos=(responses == lang.EOS_ID).any(dim=1), lengths=mask.sum(dim=1).long(), prompt_len=P)

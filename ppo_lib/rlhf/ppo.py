@@ -1,0 +1,283 @@
+r"""PPO on a language model (RLHF): the policy is the LM, an episode is one response.
+
+One iteration, in execution order (the shapes: ``B`` responses, ``L`` response slots):
+
+1. **Roll out**: sample ``B`` responses with a temperature only; log-probs ``(B, L)`` of
+   the policy (``old``) and of the frozen reference, values ``(B, L)`` of the value
+   model, the reward model's score ``(B,)`` at ``<eos>`` (a fixed ``missing_eos_score``
+   when a response never finished).
+2. **Rewards**: ``-beta * kl_t`` on every token plus the score on the last token
+   (:func:`ppo_lib.rlhf.token_advantages.per_token_rewards`).
+3. **Advantages**: GAE over tokens (``gamma`` 1, ``lambda`` 0.95), whitened over the mask.
+4. **Update**: ``epochs`` passes of ``minibatches`` minibatches. The loss is chapter 5's:
+   :func:`ppo_lib.losses.clipped_surrogate` and :func:`ppo_lib.losses.clipped_value_loss`
+   on the real (masked) tokens, plus optionally InstructGPT's PPO-ptx term
+   ``ptx_coef * NLL`` on fresh pre-training strings.
+
+Four models are in memory: policy, reference, reward model, value model (the value
+model starts as a copy of the reward model: Ouyang et al. 2022; Huang et al. 2024).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ppo_lib.config import check_choice, check_range
+from ppo_lib.losses import clipped_surrogate, clipped_value_loss
+from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
+from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
+from ppo_lib.rlhf.pretrain import PretrainResult, _bar, lm_loss
+from ppo_lib.rlhf.reward_model import RewardModelResult, score
+from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
+
+
+@dataclasses.dataclass
+class RLHFConfig:
+    """PPO on tokens. Each default names its source."""
+
+    beta: float = 0.05              # KL coefficient: TRL's kl_coef 0.05 (InstructGPT used 0.02)
+    kl_estimator: str = "k1"        # k1 in the reward: InstructGPT eq. 2, TRL's default
+    adaptive_kl: bool = False       # Ziegler et al. 2019's controller (old TRL: target 6, horizon 10000)
+    kl_target: float = 6.0
+    kl_horizon: int = 10_000
+    ptx_coef: float = 0.0           # InstructGPT's PPO-ptx (their gamma 27.8 is for their scale, not ours)
+    iterations: int = 80
+    batch_size: int = 64            # responses per iteration
+    epochs: int = 4                 # TRL: 4 PPO epochs
+    minibatches: int = 2
+    lr: float = 1e-3                # tuned here for this 100k-parameter model (big models use ~1e-6)
+    clip_eps: float = 0.2           # PPO paper; TRL cliprange 0.2
+    value_clip: float = 0.2         # TRL cliprange_value 0.2 (in units of the reward model's score)
+    vf_coef: float = 0.1            # TRL vf_coef 0.1
+    gamma: float = 1.0              # TRL, Zheng et al. 2023: no discount within a response
+    lam: float = 0.95               # TRL, Zheng et al. 2023
+    temperature: float = 1.0        # the same in rollouts and in training forwards (Huang et al. 2024)
+    missing_eos_score: float = -1.0  # the score of a response with no <eos> (Huang et al. 2024: -1)
+    max_grad_norm: float = 1.0      # TRL's default
+    whiten_advantages: bool = True  # over the mask (TRL)
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range(self, "beta", 0.0)
+        check_choice(self, "kl_estimator", ESTIMATORS)
+        for flag in ("adaptive_kl", "whiten_advantages"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+        check_range(self, "kl_target", 0.0, low_open=True)
+        check_range(self, "kl_horizon", 1, integer=True)
+        check_range(self, "ptx_coef", 0.0)
+        check_range(self, "iterations", 1, integer=True)
+        check_range(self, "batch_size", 2, integer=True)
+        check_range(self, "epochs", 1, integer=True)
+        check_range(self, "minibatches", 1, integer=True)
+        if self.minibatches > self.batch_size:
+            raise ValueError(f"minibatches={self.minibatches}: more than batch_size={self.batch_size} responses")
+        check_range(self, "lr", 0.0, 1.0, low_open=True)
+        check_range(self, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
+        check_range(self, "value_clip", 0.0, low_open=True)
+        check_range(self, "vf_coef", 0.0)
+        check_range(self, "gamma", 0.0, 1.0)
+        check_range(self, "lam", 0.0, 1.0)
+        check_temperature(self.temperature)
+        check_range(self, "missing_eos_score", -100.0, 100.0)
+        check_range(self, "max_grad_norm", 0.0, low_open=True)
+        check_range(self, "seed", 0, integer=True)
+        if self.adaptive_kl and self.beta == 0:
+            raise ValueError("beta=0 with adaptive_kl=True: the controller multiplies beta, so it would stay 0; "
+                             "start from a positive beta")
+
+
+@dataclasses.dataclass
+class RLHFHistory:
+    """One entry per iteration, measured on that iteration's rollouts (the policy's own samples)."""
+
+    proxy: list[float] = dataclasses.field(default_factory=list)         # reward-model score (mean)
+    gold: list[float] = dataclasses.field(default_factory=list)          # gold reward (mean)
+    kl: list[float] = dataclasses.field(default_factory=list)            # sequence KL to the reference (k1 sum)
+    ungrammatical: list[float] = dataclasses.field(default_factory=list)
+    eos_rate: list[float] = dataclasses.field(default_factory=list)
+    length: list[float] = dataclasses.field(default_factory=list)
+    beta: list[float] = dataclasses.field(default_factory=list)
+    clip_fraction: list[float] = dataclasses.field(default_factory=list)
+    approx_kl: list[float] = dataclasses.field(default_factory=list)     # old -> new, per update (k3)
+    value_loss: list[float] = dataclasses.field(default_factory=list)
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    samples: list[list[str]] = dataclasses.field(default_factory=list)   # a few texts per iteration
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RLHFResult:
+    policy: GPT
+    value_model: ScalarModel
+    history: RLHFHistory
+    config: RLHFConfig
+    interrupted: bool = False
+    tokens_generated: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Rollout:
+    tokens: torch.Tensor      # (B, P + L)
+    mask: torch.Tensor        # (B, L)
+    logprobs: torch.Tensor    # (B, L) policy at rollout time
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor      # (B, L)
+    scores: torch.Tensor      # (B,) reward-model score (missing_eos_score without <eos>)
+    rewards: torch.Tensor     # (B, L)
+    advantages: torch.Tensor  # (B, L)
+    returns: torch.Tensor     # (B, L)
+    gold: torch.Tensor        # (B,)
+    kl: torch.Tensor          # (B,) sequence k1
+
+
+def token_values(value_model: ScalarModel, tokens: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """V(s_t) for every response slot ``t``: the value head at the position just before token ``t``."""
+    return value_model(tokens)[:, prompt_len - 1:-1]
+
+
+def _ptx_batch(n: int, seed: int, device) -> torch.Tensor:
+    return lang.to_batch(lang.sample_texts(n, seed=seed)).tokens.to(device)
+
+
+@torch.no_grad()
+def collect(policy: GPT, ref: GPT, reward_model: ScalarModel, value_model: ScalarModel, config: RLHFConfig,
+            beta: float, generator: torch.Generator, rng: np.random.Generator,
+            rewards_fn: Callable = per_token_rewards, whiten_fn: Callable = masked_whiten) -> Rollout:
+    dev = next(policy.parameters()).device
+    prompts = [lang.PROMPTS[i] for i in rng.integers(len(lang.PROMPTS), size=config.batch_size)]
+    gen = generate(policy, prompts, temperature=config.temperature, generator=generator)
+    P, mask = gen.prompt_len, gen.mask
+    logprobs = response_logprobs(policy, gen.tokens, P, config.temperature) * mask
+    ref_logprobs = response_logprobs(ref, gen.tokens, P, config.temperature) * mask
+    values = token_values(value_model, gen.tokens, P) * mask
+    scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P),
+                         torch.full((len(prompts),), config.missing_eos_score, device=dev))
+    kl = kl_per_token(logprobs, ref_logprobs, config.kl_estimator)
+    rewards = rewards_fn(kl, scores, mask, beta)
+    advantages, returns = token_gae(rewards, values, mask, config.gamma, config.lam)
+    if config.whiten_advantages:
+        advantages = whiten_fn(advantages, mask)
+    return Rollout(gen.tokens, mask, logprobs, ref_logprobs, values, scores, rewards, advantages, returns,
+                   lang.gold_rewards(gen.responses.cpu()), ((logprobs - ref_logprobs) * mask).sum(1))
+
+
+def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torch.Tensor, config: RLHFConfig,
+                   prompt_len: int = lang.PROMPT_LEN) -> tuple[torch.Tensor, dict]:
+    """The clipped policy loss and the clipped value loss over the real tokens of a minibatch."""
+    tokens, m = ro.tokens[idx], ro.mask[idx].bool()
+    new_logprobs = response_logprobs(policy, tokens, prompt_len, config.temperature)
+    log_ratio = new_logprobs - ro.logprobs[idx]
+    ratio = log_ratio.exp()
+    policy_loss = -clipped_surrogate(ratio[m], ro.advantages[idx][m], config.clip_eps)
+    new_values = token_values(value_model, tokens, prompt_len)
+    v_loss = clipped_value_loss(new_values[m], ro.values[idx][m], ro.returns[idx][m], config.value_clip)
+    with torch.no_grad():
+        lr_m = log_ratio[m]
+        info = {"clip_fraction": float(((ratio[m] - 1).abs() > config.clip_eps).float().mean()),
+                "approx_kl": float((torch.expm1(-lr_m) + lr_m).mean()), "value_loss": float(v_loss)}
+    return policy_loss + config.vf_coef * v_loss, info
+
+
+def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig | None = None,
+              progress: bool = True, callback: Callable[[int, RLHFHistory], bool | None] | None = None,
+              n_samples_logged: int = 4, rewards_fn: Callable = per_token_rewards,
+              whiten_fn: Callable = masked_whiten) -> RLHFResult:
+    """Fine-tune a copy of the SFT model with PPO against ``reward``'s model.
+
+    Ctrl+C (or a callback returning True) stops early and returns what was done;
+    any other error re-raises with the partial result attached as ``error.partial_result``.
+    ``rewards_fn`` and ``whiten_fn`` let a chapter plug in the learner's own per-token rewards
+    and masked whitening (same signatures as the library's).
+    """
+    config = config or RLHFConfig()
+    if not isinstance(sft, PretrainResult):
+        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+    if not isinstance(reward, RewardModelResult):
+        raise TypeError(f"reward: expected the RewardModelResult returned by train_reward_model(), "
+                        f"got {type(reward).__name__}")
+    dev = next(sft.model.parameters()).device
+    torch.manual_seed(config.seed)
+    policy = frozen_copy(sft.model)
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    policy.train()
+    ref = frozen_copy(sft.model)
+    reward_model = frozen_copy(reward.model)
+    value_model = frozen_copy(reward.model)  # the critic starts from the reward model
+    for p in value_model.parameters():
+        p.requires_grad_(True)
+    value_model.train()
+    params = list(policy.parameters()) + list(value_model.parameters())
+    opt = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
+    generator = torch.Generator(dev).manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    history = RLHFHistory()
+    result = RLHFResult(policy, value_model, history, config)
+    beta = config.beta
+    bar = _bar(config.iterations, f"PPO beta={config.beta:g}", progress)
+    t_start = time.perf_counter()
+    try:
+        for it in range(config.iterations):
+            t0 = time.perf_counter()
+            ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn)
+            result.tokens_generated += int(ro.mask.sum())
+            infos = []
+            for _ in range(config.epochs):
+                perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
+                    int(rng.integers(2**31)))).to(dev)
+                for chunk in perm.chunk(config.minibatches):
+                    loss, info = ppo_token_loss(policy, value_model, ro, chunk, config)
+                    if config.ptx_coef > 0:
+                        loss = loss + config.ptx_coef * lm_loss(
+                            policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    opt.step()
+                    infos.append(info)
+            mean_kl = float(ro.kl.mean())
+            history.proxy.append(float(masked_mean(ro.scores, torch.ones_like(ro.scores))))
+            history.gold.append(float(ro.gold.mean()))
+            history.kl.append(mean_kl)
+            responses = ro.tokens[:, lang.PROMPT_LEN:].cpu()
+            history.ungrammatical.append(1.0 - lang.grammatical_rate(responses))
+            history.eos_rate.append(float((responses == lang.EOS_ID).any(1).float().mean()))
+            history.length.append(float(ro.mask.sum(1).mean()))
+            history.beta.append(beta)
+            for key in ("clip_fraction", "approx_kl", "value_loss"):
+                getattr(history, key).append(float(np.mean([i[key] for i in infos])))
+            history.samples.append([lang.decode(r) for r in responses[:n_samples_logged].tolist()])
+            history.seconds.append(time.perf_counter() - t0)
+            if config.adaptive_kl:
+                beta = adaptive_kl_update(beta, mean_kl, config.kl_target, config.batch_size, config.kl_horizon)
+            if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
+                raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
+                                         f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(proxy=f"{history.proxy[-1]:.2f}", gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}")
+            if callback is not None and callback(it, history) is True:
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except Exception as exc:
+        exc.partial_result = result
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        result.seconds = time.perf_counter() - t_start
+        policy.eval()
+        value_model.eval()
+    return result

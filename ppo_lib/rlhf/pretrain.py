@@ -1,0 +1,116 @@
+r"""Pre-training the tiny GPT on the language: the SFT model and the frozen reference.
+
+Next-token cross-entropy on sampled grammatical strings, padding ignored:
+
+.. math:: \mathcal L = -\frac{1}{\#\text{tokens}} \sum_{b,i} \log p_\theta(x_{b,i+1} \mid x_{b,\le i}).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ppo_lib.config import check_range
+from ppo_lib.rlhf import cache
+from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.model import GPT, GPTConfig, generate, resolve_device
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    n_texts: int = 20_000
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    model: GPTConfig = GPTConfig()
+
+    def __post_init__(self):
+        check_range(self, "n_texts", 1, integer=True)
+        check_range(self, "steps", 1, integer=True)
+        check_range(self, "batch_size", 1, integer=True)
+        check_range(self, "lr", 0.0, 1.0, low_open=True)
+        check_range(self, "seed", 0, integer=True)
+        if isinstance(self.model, dict):
+            self.model = GPTConfig(**self.model)
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    model: GPT
+    losses: list[float]
+    seconds: float
+    from_cache: bool
+    config: PretrainConfig
+
+
+def lm_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the non-padding targets of ``tokens`` ``(B, T)``."""
+    logits = model(tokens[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                           ignore_index=lang.PAD_ID)
+
+
+def pretrain(config: PretrainConfig | None = None, device: str = "auto", progress: bool = True,
+             use_cache: bool = True) -> PretrainResult:
+    """Train the tiny GPT on ``config.n_texts`` sampled strings (or load it from the cache)."""
+    config = config or PretrainConfig()
+    dev = resolve_device(device)
+    settings = dataclasses.asdict(config)
+    model = GPT(config.model)
+    if use_cache and (hit := cache.load("sft", settings)) is not None:
+        model.load_state_dict(hit["state"])
+        return PretrainResult(model.to(dev).eval(), list(hit["losses"]), float(hit["seconds"]), True, config)
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    model = GPT(config.model).to(dev)  # initialised under the seed
+    data = lang.to_batch(lang.sample_texts(config.n_texts, seed=config.seed)).tokens.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    bar = _bar(config.steps, "pre-training", progress)
+    model.train()
+    for step in range(config.steps):
+        idx = torch.randint(len(data), (config.batch_size,), generator=gen)
+        loss = lm_loss(model, data[idx.to(dev)])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    if use_cache:
+        cache.save("sft", settings, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
+                                     "losses": losses, "seconds": seconds})
+    return PretrainResult(model, losses, seconds, False, config)
+
+
+def _bar(total: int, desc: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
+
+
+@torch.no_grad()
+def sample_report(model: GPT, n: int = 512, seed: int = 1, temperature: float = 1.0) -> dict:
+    """Samples of the model on every prompt: grammatical rate, mean gold score, a few texts."""
+    dev = next(model.parameters()).device
+    prompts = [lang.PROMPTS[i % len(lang.PROMPTS)] for i in range(n)]
+    gen = generate(model, prompts, temperature=temperature, generator=torch.Generator(dev).manual_seed(seed))
+    gold = lang.gold_rewards(gen.responses.cpu())
+    return {"grammatical": lang.grammatical_rate(gen.responses.cpu()), "gold": float(gold.mean()),
+            "eos_rate": float(gen.has_eos.float().mean()),
+            "samples": [(p, t, float(g)) for p, t, g in zip(prompts[:8], gen.texts()[:8], gold[:8])]}

@@ -1,0 +1,190 @@
+r"""The reward model: a learned stand-in for the human, trained on preferences.
+
+Pairs of responses to the same prompt are sampled from the SFT model and labelled by
+the gold reward the way a noisy human would: the first is preferred with probability
+:math:`\sigma((g_1 - g_2) / \tau)` (:math:`\tau` = ``label_temperature``). The reward
+model (the SFT trunk and a scalar head, read at ``<eos>``) is fitted by the
+Bradley-Terry likelihood (Ouyang et al. 2022, eq. 1):
+
+.. math:: \mathcal L = -\frac1B \sum_b \log\sigma\big(r(x_b, y^w_b) - r(x_b, y^l_b)\big).
+
+Afterwards its bias is shifted so that SFT samples score 0 on average (InstructGPT;
+Huang et al. 2024): the score then says "better or worse than the SFT model".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ppo_lib.config import check_range
+from ppo_lib.rlhf import cache
+from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.model import GPT, ScalarModel, generate
+from ppo_lib.rlhf.pretrain import PretrainResult, _bar
+
+
+@dataclasses.dataclass
+class RewardConfig:
+    n_pairs: int = 1000
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    label_temperature: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range(self, "n_pairs", 2, integer=True)
+        check_range(self, "epochs", 1, integer=True)
+        check_range(self, "batch_size", 1, integer=True)
+        check_range(self, "lr", 0.0, 1.0, low_open=True)
+        check_range(self, "label_temperature", 0.0, low_open=True)
+        check_range(self, "seed", 0, integer=True)
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Preference pairs: full token sequences ``(N, CONTEXT)`` and their gold scores ``(N,)``."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    gold_chosen: torch.Tensor
+    gold_rejected: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    r""":math:`-\mathrm{mean}\,\log\sigma(r_w - r_l)`, written with ``logsigmoid`` (stable for large gaps)."""
+    if r_chosen.shape != r_rejected.shape:
+        raise ValueError(f"r_chosen {tuple(r_chosen.shape)} and r_rejected {tuple(r_rejected.shape)} differ in shape")
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def eos_positions(tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN) -> torch.Tensor:
+    """Index (in the full sequence) of each row's first ``<eos>`` after the prompt, or of its last
+    position when it has none: where the reward model reads its score."""
+    resp = tokens[:, prompt_len:]
+    is_eos = resp == lang.EOS_ID
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(is_eos[:, 0], resp.shape[1] - 1,
+                                                                                   dtype=torch.long))
+    return prompt_len + first
+
+
+def score(reward_model: ScalarModel, tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN) -> torch.Tensor:
+    """The reward model's score of each sequence ``(B, T)`` -> ``(B,)``, read at ``<eos>``."""
+    out = reward_model(tokens)
+    return out.gather(1, eos_positions(tokens, prompt_len)[:, None]).squeeze(1)
+
+
+@torch.no_grad()
+def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float = 0.25,
+                 temperature: float = 1.0) -> Pairs:
+    """``n_pairs`` pairs of SFT responses to the same prompts, labelled by the noisy gold "human"."""
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 2:
+        raise ValueError(f"n_pairs={n_pairs!r}: a reward model needs at least 2 preference pairs")
+    dev = next(sft.parameters()).device
+    g = torch.Generator(dev).manual_seed(10_000 + seed)
+    rng = np.random.default_rng(seed)
+    prompts = [lang.PROMPTS[i] for i in rng.integers(len(lang.PROMPTS), size=n_pairs)]
+    a = generate(sft, prompts, temperature=temperature, generator=g)
+    b = generate(sft, prompts, temperature=temperature, generator=g)
+    ga, gb = lang.gold_rewards(a.responses.cpu()), lang.gold_rewards(b.responses.cpu())
+    p_a = torch.sigmoid((ga - gb) / label_temperature)
+    a_wins = torch.from_numpy(rng.random(n_pairs) < p_a.numpy())
+    chosen = torch.where(a_wins[:, None].to(dev), a.tokens, b.tokens)
+    rejected = torch.where(a_wins[:, None].to(dev), b.tokens, a.tokens)
+    return Pairs(chosen, rejected, torch.where(a_wins, ga, gb), torch.where(a_wins, gb, ga))
+
+
+@dataclasses.dataclass
+class RewardModelResult:
+    model: ScalarModel
+    losses: list[float]
+    pairs: Pairs
+    bias_shift: float
+    seconds: float
+    from_cache: bool
+    config: RewardConfig
+
+
+def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, progress: bool = True,
+                       use_cache: bool = True) -> RewardModelResult:
+    """Fit a reward model on ``config.n_pairs`` labelled pairs of ``sft``'s samples (or load it)."""
+    config = config or RewardConfig()
+    if not isinstance(sft, PretrainResult):
+        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+    lm = sft.model
+    dev = next(lm.parameters()).device
+    settings = {"sft": dataclasses.asdict(sft.config), "reward": dataclasses.asdict(config)}
+    pairs = sample_pairs(lm, config.n_pairs, config.seed, config.label_temperature)
+    model = ScalarModel.from_lm(lm)
+    if use_cache and (hit := cache.load("reward", settings)) is not None:
+        model.load_state_dict(hit["state"])
+        return RewardModelResult(model.to(dev).eval(), list(hit["losses"]), pairs, float(hit["bias_shift"]),
+                                 float(hit["seconds"]), True, config)
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = max(1, -(-len(pairs) // config.batch_size))
+    bar = _bar(config.epochs * steps_per_epoch, "reward model", progress)
+    losses = []
+    model.train()
+    for _ in range(config.epochs):
+        perm = torch.randperm(len(pairs), generator=gen).to(dev)
+        for i in range(0, len(pairs), config.batch_size):
+            idx = perm[i:i + config.batch_size]
+            loss = bradley_terry_loss(score(model, pairs.chosen[idx]), score(model, pairs.rejected[idx]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    # centre: SFT samples score 0 on average
+    with torch.no_grad():
+        fresh = generate(lm, [lang.PROMPTS[i % len(lang.PROMPTS)] for i in range(1024)],
+                         generator=torch.Generator(dev).manual_seed(20_000 + config.seed))
+        shift = float(score(model, fresh.tokens).mean())
+        model.head.bias -= shift
+    seconds = time.perf_counter() - t0
+    if use_cache:
+        cache.save("reward", settings, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
+                                        "losses": losses, "bias_shift": shift, "seconds": seconds})
+    return RewardModelResult(model, losses, pairs, shift, seconds, False, config)
+
+
+@torch.no_grad()
+def agreement(reward_model: ScalarModel, sft: GPT, n_pairs: int = 1000, seed: int = 123) -> dict:
+    """Held-out check against gold on fresh SFT pairs: the fraction of pairs with different gold
+    scores that the reward model orders the same way, and the correlation of scores."""
+    pairs = sample_pairs(sft, n_pairs, seed=seed)
+    rc, rr = score(reward_model, pairs.chosen).cpu(), score(reward_model, pairs.rejected).cpu()
+    gc, gr = pairs.gold_chosen, pairs.gold_rejected
+    differ = gc != gr
+    agree = ((rc - rr).sign() == (gc - gr).sign())[differ].float().mean()
+    r, g = torch.cat([rc, rr]).numpy(), torch.cat([gc, gr]).numpy()
+    return {"agreement": float(agree), "correlation": float(np.corrcoef(r, g)[0, 1]), "pairs_compared": int(differ.sum())}
+
+
+@torch.no_grad()
+def score_texts(reward_model: ScalarModel, prompt: str, responses: list[str]) -> list[float]:
+    """Reward-model scores of hand-written responses (words separated by spaces; ``<eos>`` appended
+    when missing) to one prompt."""
+    rows = []
+    for text in responses:
+        words = text.split()
+        if lang.EOS not in words:
+            words.append(lang.EOS)
+        rows.append([lang.BOS, *prompt.split(), *words])
+    tokens = lang.to_batch(rows).tokens.to(next(reward_model.parameters()).device)
+    return score(reward_model, tokens).cpu().tolist()

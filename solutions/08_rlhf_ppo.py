@@ -171,7 +171,7 @@ assert gap < 1e-4
 # ### Exercise 8.2 — the Bradley-Terry loss
 #
 # Write `bradley_terry_loss(r_chosen, r_rejected)`: two tensors of shape `(B,)`, return the
-# scalar loss above. Make it stable when the gap is large (what is $\log\sigma(-50)$ in
+# scalar loss above. Make it stable when the gap is large (what is $\log\sigma(-120)$ in
 # float32 if you compute the sigmoid first?).
 
 # %% nbgrader={"grade": false, "grade_id": "bradley_terry_loss", "locked": false, "schema_version": 3, "solution": true}
@@ -517,21 +517,31 @@ display(beta_explorer)
 
 # %%
 table = {b: beta_view(b, False)["final"] for b in betas}
-print(f"{'beta':>6s} {'gold':>7s} {'proxy':>7s} {'KL':>7s} {'ungrammatical':>14s}   (mean of the file's seeds)")
+hacked = {b: sum(r["final"]["gold"] < before["gold"] for r in sweep[b]) for b in betas}
+print(f"{'beta':>6s} {'gold':>7s} {'proxy':>7s} {'KL':>7s} {'ungrammatical':>14s} {'seeds below SFT gold':>21s}")
 for b, f in table.items():
-    print(f"{b:6g} {f['gold']:+7.2f} {f['proxy']:+7.2f} {f['kl']:7.1f} {f['ungrammatical']:14.0%}")
+    print(f"{b:6g} {f['gold']:+7.2f} {f['proxy']:+7.2f} {f['kl']:7.1f} {f['ungrammatical']:14.0%} "
+          f"{hacked[b]:>14d} of {len(sweep[b])}")
+print(f"(means over the file's seeds; the SFT model: gold {before['gold']:+.2f}, proxy {before['proxy']:+.2f})")
 best_beta = max(table, key=lambda b: table[b]["gold"])
-print(f"\nbest gold at beta = {best_beta:g}; at beta = 0: proxy {table[0.0]['proxy']:+.2f} "
-      f"(SFT {before['proxy']:+.2f}), gold {table[0.0]['gold']:+.2f} (SFT {before['gold']:+.2f})")
+print(f"best mean gold at beta = {best_beta:g}; highest mean proxy at beta = "
+      f"{max(table, key=lambda b: table[b]['proxy']):g}")
+# what the text below says, checked against the file
+assert max(table, key=lambda b: table[b]["proxy"]) == 0.0 and hacked[0.0] >= 1
+largest_other_kl = max(r["final"]["kl"] for b in betas if b > 0 for r in sweep[b])
+assert all(r["final"]["kl"] > largest_other_kl for r in sweep[0.0])
 
 # %% [markdown]
-# Read the table from both ends. A large $\beta$ pins the policy to the SFT model: a small KL,
-# and little gain. A moderate $\beta$ buys most of the gold reward for a few nats. At
-# $\beta = 0$, the proxy ends *higher* than at any other setting while the gold reward falls
-# below the SFT model's: the policy left the grammar, where the reward model was never
-# trained, and found strings the reward model scores well. Nothing in the proxy warned us —
-# only the gold reward, which a real system does not have. That is why every RLHF system
-# keeps the KL term, and why it watches samples, length and perplexity, not just the reward.
+# Read the table from both ends. A large $\beta$ pins the policy to the SFT model: a small KL
+# and a small gain. A moderate $\beta$ buys most of the gold reward for a few nats. At
+# $\beta = 0$ the proxy is as high as anywhere, but in the seeds counted in the last column
+# the gold reward ended *below the SFT model's*: the policy left the grammar, where the reward
+# model was never trained, and settled on strings the reward model scores well and the
+# "human" scores −2. Look at the samples under the widget. A seed that did not collapse within
+# the budget had still drifted furthest (the largest KL of all): with nothing pulling it back,
+# collapse is a matter of time. Nothing in the proxy warned us — only the gold reward, which a
+# real system does not have. That is why every RLHF system keeps the KL term, and watches
+# samples, length and perplexity, not just the reward.
 
 # %% [markdown]
 # ## 6. Over-optimisation: best-of-n and PPO on one plot

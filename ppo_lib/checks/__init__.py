@@ -15,16 +15,20 @@ from ppo_lib.checks.policy_optimization import (check_adaptive_kl_beta, check_cl
                                                 check_conjugate_gradient, check_fisher_vector_product,
                                                 check_kl_penalty_objective, check_probability_ratio)
 from ppo_lib.checks.returns import check_discounted_return
+from ppo_lib.checks.rlhf import (check_adaptive_kl_update, check_bradley_terry_loss, check_gather_logprobs,
+                                check_masked_whiten, check_per_token_rewards)
 
 ALL_EXERCISES = [check_discounted_return, check_reward_to_go, check_reinforce_loss, check_td_errors,
                  check_bootstrap_values, check_gae, check_normalize_advantages, check_conjugate_gradient,
                  check_fisher_vector_product, check_probability_ratio, check_clipped_surrogate,
                  check_kl_penalty_objective, check_adaptive_kl_beta, check_running_mean_std,
-                 check_clipped_value_loss]
+                 check_clipped_value_loss, check_gather_logprobs, check_per_token_rewards, check_bradley_terry_loss,
+                 check_masked_whiten, check_adaptive_kl_update]
 
 __all__ = ["Case", "CheckResult", "Exercise", "ExerciseError", "Mistake", "compare", "ALL_EXERCISES",
            "check_discounted_return", "check_reward_to_go", "check_reinforce_loss", "check_td_errors",
            "check_bootstrap_values", "check_gae", "check_normalize_advantages", "check_conjugate_gradient",
            "check_fisher_vector_product", "check_probability_ratio", "check_clipped_surrogate",
            "check_kl_penalty_objective", "check_adaptive_kl_beta", "check_running_mean_std",
-           "check_clipped_value_loss"]
+           "check_clipped_value_loss", "check_gather_logprobs", "check_per_token_rewards",
+           "check_bradley_terry_loss", "check_masked_whiten", "check_adaptive_kl_update"]

@@ -185,7 +185,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     ref = frozen_copy(sft.model)
     chosen, rejected = pairs.chosen.to(dev), pairs.rejected.to(dev)
     # The reference is frozen: its log-probs are computed once, not at every step (TRL's
-    # precompute_ref_log_probs). Two models in memory during training, then only the policy.
+    # precompute_ref_log_probs), and then it is dropped: only the policy stays in memory.
     ref_chosen, ref_rejected = pair_logprobs(ref, Pairs(chosen, rejected, pairs.gold_chosen, pairs.gold_rejected))
     del ref
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)

@@ -115,6 +115,10 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     each token's advantage by :math:`w_{i} = N / (B\,|o_i|) > 0`: a positive factor passes
     through the min and the clip, :math:`\min(\rho A w, \mathrm{clip}(\rho) A w) = w \min(\rho A,
     \mathrm{clip}(\rho) A)`, so the two are equal (a test checks it against the formula).
+
+    The :math:`1/|o_i|` is the paper's; it weighs each token of a short response more than
+    each token of a long one, so a long wrong answer is penalised less per token (Liu et al.
+    2025, "Dr. GRPO", who drop it and the std; TRL's ``loss_type`` offers both).
     """
     if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
         raise ValueError(f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
@@ -317,7 +321,8 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
             history.ungrammatical.append(1.0 - lang.grammatical_rate(responses))
             history.eos_rate.append(float((responses == lang.EOS_ID).any(1).float().mean()))
             history.length.append(float(ro.mask.sum(1).mean()))
-            history.zero_std_groups.append(float((ro.rewards.std(dim=1) == 0).float().mean()))
+            no_spread = ro.rewards.amax(dim=1) == ro.rewards.amin(dim=1)  # std() of equal floats can be 1e-8
+            history.zero_std_groups.append(float(no_spread.float().mean()))
             history.k3.append(float(np.mean([i.get("k3", 0.0) for i in infos])))
             for key in ("clip_fraction", "approx_kl"):
                 getattr(history, key).append(float(np.mean([i[key] for i in infos])))

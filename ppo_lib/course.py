@@ -368,7 +368,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO_ROOT / "build" / "book"))
     p.add_argument("--only", nargs="*", default=None, help="chapter ids to include (default: all)")
     p.set_defaults(func=cmd_book)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["test"]:  # everything after `test` goes to pytest, options included (-k, -x, ...)
+        args = parser.parse_args(["test"])
+        args.pytest_args = [a for a in argv[1:] if a != "--"] if argv[1:2] == ["--"] else argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (ManifestError, ValueError) as exc:

@@ -8,6 +8,8 @@ Usage in a chapter::
 
 from ppo_lib.checks.advantages import (check_bootstrap_values, check_gae, check_normalize_advantages,
                                        check_reward_to_go, check_td_errors)
+from ppo_lib.checks.beyond_ppo import (check_dpo_loss, check_group_advantages, check_k3_kl,
+                                      check_rloo_advantages)
 from ppo_lib.checks.core import Case, CheckResult, Exercise, ExerciseError, Mistake, compare
 from ppo_lib.checks.details import check_clipped_value_loss, check_running_mean_std
 from ppo_lib.checks.losses import check_reinforce_loss
@@ -23,7 +25,8 @@ ALL_EXERCISES = [check_discounted_return, check_reward_to_go, check_reinforce_lo
                  check_fisher_vector_product, check_probability_ratio, check_clipped_surrogate,
                  check_kl_penalty_objective, check_adaptive_kl_beta, check_running_mean_std,
                  check_clipped_value_loss, check_gather_logprobs, check_per_token_rewards, check_bradley_terry_loss,
-                 check_masked_whiten, check_adaptive_kl_update]
+                 check_masked_whiten, check_adaptive_kl_update, check_dpo_loss, check_group_advantages,
+                 check_rloo_advantages, check_k3_kl]
 
 __all__ = ["Case", "CheckResult", "Exercise", "ExerciseError", "Mistake", "compare", "ALL_EXERCISES",
            "check_discounted_return", "check_reward_to_go", "check_reinforce_loss", "check_td_errors",
@@ -31,4 +34,5 @@ __all__ = ["Case", "CheckResult", "Exercise", "ExerciseError", "Mistake", "compa
            "check_fisher_vector_product", "check_probability_ratio", "check_clipped_surrogate",
            "check_kl_penalty_objective", "check_adaptive_kl_beta", "check_running_mean_std",
            "check_clipped_value_loss", "check_gather_logprobs", "check_per_token_rewards",
-           "check_bradley_terry_loss", "check_masked_whiten", "check_adaptive_kl_update"]
+           "check_bradley_terry_loss", "check_masked_whiten", "check_adaptive_kl_update", "check_dpo_loss",
+           "check_group_advantages", "check_rloo_advantages", "check_k3_kl"]

@@ -1,0 +1,649 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 8 — PPO on a language model (RLHF)
+#
+# Most people who meet PPO today meet it inside RLHF: reinforcement learning from human
+# feedback, the stage that turned pre-trained language models into InstructGPT and its
+# successors. Nothing in it is new to you. The policy is a language model, an action is a
+# token, an episode is one response, and the reward comes at the end — from a *reward model*
+# that learned what people prefer. Everything else is chapters 3 and 5: GAE, the clipped
+# surrogate, the clipped value loss. What *is* new is the danger: the reward model is only a
+# proxy for the people, and a policy that optimises a proxy hard enough finds its holes.
+#
+# So this chapter trains everything itself, on a tiny language whose "human" we know exactly:
+# a GPT of about 100 000 parameters, a reward model, and PPO — in a couple of minutes on a CPU.
+# Because the truth is known, we can *measure* what the literature can only argue about.
+#
+# **Learning objectives.** After this chapter you can:
+#
+# - Describe RLHF as reinforcement learning: the language model is the policy, a token is an action, a response is an episode.
+# - Pre-train a tiny GPT on a language with a known gold reward, and gather the log-probabilities of its tokens (the shift by one).
+# - Fit a reward model to preference pairs with the Bradley-Terry loss, and find the strings where it disagrees with the truth.
+# - Build per-token rewards (a KL penalty to a frozen reference plus the score at the end), token-level GAE and whitening over a mask, and train PPO on them.
+# - Explain the role of the KL coefficient beta, watch reward hacking happen when it is zero, and compare PPO with best-of-n on Gao's reward-versus-KL plot.
+
+# %%
+import json
+import time
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+
+from ppo_lib.advantages import gae as library_gae
+from ppo_lib.checks import (check_adaptive_kl_update, check_bradley_terry_loss, check_gather_logprobs,
+                            check_masked_whiten, check_per_token_rewards)
+from ppo_lib.course import REPO_ROOT
+from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.best_of_n import best_of_n_curve, fit_gao, gao_curve
+from ppo_lib.rlhf.evaluate import evaluate_policy
+from ppo_lib.rlhf.kl import kl_per_token
+from ppo_lib.rlhf.model import generate, n_parameters, resolve_device
+from ppo_lib.rlhf.ppo import RLHFConfig, token_values, train_ppo
+from ppo_lib.rlhf.pretrain import pretrain, sample_report
+from ppo_lib.rlhf.reward_model import RewardConfig, agreement, score, score_texts, train_reward_model
+from ppo_lib.rlhf.token_advantages import token_gae
+from ppo_lib.widgets import LiveFigure
+
+torch.set_num_threads(1)
+device = resolve_device("auto")  # a GPU when there is one; everything below also runs on the CPU
+print(f"device: {device}")
+
+# %% [markdown]
+# ## 1. A language with a known truth
+#
+# Our "internet" is a language of reviews. A prompt names a thing; a response judges it in one
+# to three clauses, each an optional *not*, up to two intensifiers and an adjective, and ends
+# with "." or "!" and the end-of-sequence token `<eos>`:
+#
+# `<bos> the food was` | `very good but not really nice ! <eos>`
+#
+# Our "human" is a hidden **gold reward**: the mean over clauses of the adjective's polarity
+# (+1, −1, or 0 for *ok*), flipped by *not*, and scaled by 1.25 per intensifier. Its maximum is
+# 1.5 (*very very great !*). Anything ungrammatical, or unfinished, scores −2. In real RLHF
+# nobody can compute this function — that is why a reward model is learned — but here it lets
+# us grade every stage.
+
+# %%
+print(f"{lang.VOCAB_SIZE} tokens: {' '.join(lang.VOCAB)}")
+print(f"prompts: {lang.PROMPTS}\n")
+for words in lang.sample_texts(6, seed=3):
+    response = words[lang.PROMPT_LEN:]
+    print(f"{' '.join(words[1:lang.PROMPT_LEN]):15s} | {' '.join(response):45s} gold {lang.gold_reward(response):+.3f}")
+print()
+for text in ["very very great ! <eos>", "not bad . <eos>", "great great ! <eos>", "very good", "ok . <eos>"]:
+    print(f"{text:25s} grammatical: {str(lang.is_grammatical(text)):5s}  gold {lang.gold_reward(text):+.3f}")
+
+# %% [markdown]
+# ## 2. Pre-training a tiny GPT
+#
+# The model is a decoder-only transformer (2 layers, width 64, 4 heads): token and position
+# embeddings, blocks of causal self-attention and an MLP, a linear head over the vocabulary.
+# The **causal mask** lets position $i$ attend to positions $\le i$ only, so the logits at
+# position $i$ are the model's guess for token $i+1$, made without looking at it. Pre-training
+# minimises the next-token cross-entropy on 20 000 sampled strings.
+#
+# This model plays two parts from now on: it is the **SFT model** that RLHF starts from, and a
+# frozen copy of it is the **reference** $\pi_{ref}$ that the KL penalty measures against.
+# The trained weights are cached in `.ppo_cache/` next to this notebook, keyed by every
+# setting, so a restarted kernel loads them in a second.
+
+# %%
+sft = pretrain(device=device)
+print(f"{n_parameters(sft.model):,} parameters; "
+      + ("loaded from the cache" if sft.from_cache else f"trained in {sft.seconds:.0f} s")
+      + f"; final loss {np.mean(sft.losses[-50:]):.3f}")
+sft_report = sample_report(sft.model)
+print(f"samples: {sft_report['grammatical']:.1%} grammatical, mean gold {sft_report['gold']:+.3f}")
+for prompt, text, g in sft_report["samples"][:5]:
+    print(f"  {prompt:15s} | {text:45s} gold {g:+.2f}")
+fig, ax = plt.subplots(figsize=(6, 2.6))
+ax.plot(sft.losses, lw=0.6)
+ax.set_xlabel("step")
+ax.set_ylabel("cross-entropy (nats/token)")
+plt.show()
+
+# %% [markdown]
+# ### Exercise 8.1 — the log-probabilities of a response (the shift by one)
+#
+# PPO needs $\log\pi(a_t|s_t)$ for every response token. One forward pass of the whole
+# sequence gives logits of shape `(B, T, V)`; the logits at position $i$ score token $i+1$.
+# With a prompt of $P$ tokens, response token $t$ sits at position $P+t$ and is scored by the
+# logits at position $P+t-1$:
+#
+# $$\log\pi(a_t|s_t) = \mathrm{log\_softmax}(z_{P+t-1})[a_t], \qquad t = 0, \dots, T-P-1.$$
+#
+# Write `gather_logprobs(logits, tokens, prompt_len)`: `logits` `(B, T, V)`, `tokens` `(B, T)`
+# (long), return `(B, T - prompt_len)`. Keep it differentiable: PPO's ratio is built on it.
+
+# %% nbgrader={"grade": false, "grade_id": "gather_logprobs", "locked": false, "schema_version": 3, "solution": true}
+def gather_logprobs(logits, tokens, prompt_len):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+gather_logprobs = check_gather_logprobs(gather_logprobs)
+
+# %% [markdown]
+# With your function: the log-probabilities that `generate` recorded *while sampling*, token
+# by token, must equal those of one teacher-forced pass over the finished sequences. If they
+# did not, PPO's first ratio would not be 1 and the KL estimate would be off from the start.
+
+# %%
+gen = generate(sft.model, list(lang.PROMPTS) * 4, generator=torch.Generator(device).manual_seed(0))
+with torch.no_grad():
+    teacher_forced = gather_logprobs(sft.model(gen.tokens), gen.tokens, gen.prompt_len) * gen.mask
+gap = (teacher_forced - gen.logprobs).abs().max().item()
+print(f"largest difference between sampled and teacher-forced log-probs: {gap:.2e}")
+assert gap < 1e-4
+
+# %% [markdown]
+# ## 3. A reward model learned from preferences
+#
+# People do not hand out scores; they compare. We show our "human" two SFT responses to the
+# same prompt, and it prefers one with probability $\sigma\big((g_1 - g_2)/\tau\big)$, where
+# $g$ is the gold reward and $\tau$ (0.25) the human's noise. A reward model $r_\phi$ — the SFT
+# trunk with a scalar head, read at `<eos>` — is fitted to these labels by the
+# **Bradley-Terry** likelihood (InstructGPT, eq. 1):
+#
+# $$\mathcal L(\phi) = -\frac1B\sum_b \log\sigma\big(r_\phi(x_b, y^{w}_b) - r_\phi(x_b, y^{l}_b)\big),$$
+#
+# where $y^w$ is the preferred ("chosen") response and $y^l$ the other one. Only differences of
+# scores matter, so afterwards we shift the head's bias so that SFT samples score 0 on average
+# (as InstructGPT did): a positive score then means "better than the SFT model".
+#
+# ### Exercise 8.2 — the Bradley-Terry loss
+#
+# Write `bradley_terry_loss(r_chosen, r_rejected)`: two tensors of shape `(B,)`, return the
+# scalar loss above. Make it stable when the gap is large (what is $\log\sigma(-120)$ in
+# float32 if you compute the sigmoid first?).
+
+# %% nbgrader={"grade": false, "grade_id": "bradley_terry_loss", "locked": false, "schema_version": 3, "solution": true}
+def bradley_terry_loss(r_chosen, r_rejected):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+bradley_terry_loss = check_bradley_terry_loss(bradley_terry_loss)
+
+# %% [markdown]
+# **Predict first:** with 1000 noisy comparisons of mostly grammatical strings, how often will
+# the reward model order a *fresh* pair the way the gold reward does: 60%, 75%, 95%?
+
+# %%
+reward = train_reward_model(sft, RewardConfig(n_pairs=1000))
+with torch.no_grad():
+    bt_yours = bradley_terry_loss(score(reward.model, reward.pairs.chosen), score(reward.model, reward.pairs.rejected))
+print(("loaded from the cache" if reward.from_cache else f"trained in {reward.seconds:.0f} s")
+      + f"; Bradley-Terry loss on its training pairs (your function): {bt_yours.item():.3f}")
+rm_check = agreement(reward.model, sft.model, n_pairs=1000)
+print(f"held-out: orders {rm_check['agreement']:.1%} of {rm_check['pairs_compared']} fresh pairs as gold does; "
+      f"correlation of scores with gold {rm_check['correlation']:.2f}")
+
+# %% [markdown]
+# ### Where the proxy is wrong: its holes
+#
+# The reward model has only seen what the SFT model writes, which is nearly always
+# grammatical. What does it say about strings it never saw? We take SFT samples, break them
+# in a few typical ways (repeat the response, stack intensifiers, repeat an adjective, drop
+# the ending) and list the ones the reward model likes *most* — with their gold scores.
+
+# %%
+def broken_variants(words):
+    body = words[:-2]  # without the ending and <eos>
+    adjectives = [w for w in body if w in lang.POLARITY]
+    yield body + words[-2:-1] + body + words[-2:]                  # the response twice
+    yield ["very"] * 4 + body[-1:] + words[-2:]                     # too many intensifiers
+    if adjectives:
+        yield body + [adjectives[-1]] * 2 + words[-2:]              # an adjective repeated
+    yield body + [lang.EOS]                                         # no ending
+
+
+base = generate(sft.model, list(lang.PROMPTS) * 40, generator=torch.Generator(device).manual_seed(5))
+candidates = {}
+for prompt, ids in zip(list(lang.PROMPTS) * 40, base.responses.tolist()):
+    words = lang.decode(ids, specials=True).split()
+    if not lang.is_grammatical(words):
+        continue
+    for variant in broken_variants(words):
+        if len(variant) <= lang.MAX_RESPONSE_LEN:
+            candidates[(prompt, " ".join(w for w in variant if w != lang.EOS))] = lang.gold_reward(variant)
+keys = list(candidates)
+proxies = []
+for prompt in lang.PROMPTS:
+    mine = [k for k in keys if k[0] == prompt]
+    proxies += list(zip(mine, score_texts(reward.model, prompt, [k[1] for k in mine])))
+holes = sorted(proxies, key=lambda kv: -kv[1])[:8]
+print(f"{len(keys)} broken strings; the reward model's favourites:")
+print(f"  {'prompt':15s} {'response':42s} {'proxy':>6s} {'gold':>6s}")
+for (prompt, text), proxy in holes:
+    print(f"  {prompt:15s} {text:42s} {proxy:+6.2f} {candidates[(prompt, text)]:+6.2f}")
+
+# %% [markdown]
+# Every string in that table is ungrammatical, so its gold score is −2, yet the proxy rates
+# it above the average SFT sample (which scores 0). This is the raw material of reward
+# hacking: a policy that is only told "maximise the proxy" will find such strings.
+
+# %% [markdown]
+# ## 4. PPO against the reward model
+#
+# ### The episode, the reward, the penalty
+#
+# A response of $L$ slots is an episode; step $t$ emits token $a_t$ from state $s_t$ (the prompt
+# and the tokens so far). Slots after `<eos>` are padding, masked out of everything. Following
+# Ziegler et al. (2019) and InstructGPT (eq. 2), the reward of each token is a **KL penalty**
+# towards the frozen reference, and the reward model's score $R(x, y)$ arrives on the last real
+# token (`<eos>`):
+#
+# $$r_t = -\beta\,\big(\log\pi_\theta(a_t|s_t) - \log\pi_{ref}(a_t|s_t)\big) + [\,t = t_{last}\,]\,R(x, y).$$
+#
+# Summed over the response, the penalty is $-\beta$ times a sample of
+# $\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref})$: the objective is "reward, minus $\beta$ times how far the
+# policy drifted from the SFT model". That keeps the text fluent — and keeps the policy in the
+# region where the reward model was trained. A response that never emits `<eos>` gets a fixed
+# score of −1 instead of the reward model's (Huang et al. 2024), so the policy cannot dodge
+# judgement by rambling.
+#
+# Two pitfalls of the big libraries' users, avoided here by construction: we sample with a
+# temperature only — top-k or top-p sampling changes the distribution actually sampled, and the
+# KL estimate built on $\log\pi_\theta$ then goes negative, which the policy exploits (TRL issues
+# 925, 1161); and the score goes on the `<eos>` token itself, not on the padding slot after it
+# (TRL issue 3750).
+#
+# ### Exercise 8.3 — per-token rewards
+#
+# Write `per_token_rewards(kl, scores, mask, beta)`: `kl` and `mask` are `(B, L)` (`mask` is 1.0
+# on real tokens, `<eos>` included, 0.0 on padding), `scores` is `(B,)`. Return `(B, L)`:
+# $-\beta\,\mathrm{kl}_t$ on real tokens, 0 on padding, and each row's score added on its *last
+# real* token (slot $L-1$ when the response has no `<eos>`).
+
+# %% nbgrader={"grade": false, "grade_id": "per_token_rewards", "locked": false, "schema_version": 3, "solution": true}
+def per_token_rewards(kl, scores, mask, beta):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+per_token_rewards = check_per_token_rewards(per_token_rewards)
+
+# %% [markdown]
+# ### Advantages over tokens: the same GAE
+#
+# With these rewards, the advantages are chapter 3's GAE, run along the tokens of each
+# response with $\gamma = 1$ and $\lambda = 0.95$ (TRL's defaults; Zheng et al. 2023): the
+# episode ends after the last real token — no bootstrap — and the padding is cut off by the
+# done flags. The library's `token_gae` is literally `ppo_lib.advantages.gae` on the transposed
+# `(L, B)` arrays. Check it on one rollout, with the value model (which starts as a copy of the
+# reward model, as in InstructGPT) and your reward function:
+
+# %%
+with torch.no_grad():
+    lp = gather_logprobs(sft.model(gen.tokens), gen.tokens, gen.prompt_len) * gen.mask
+    lp_ref = lp.clone()  # the policy *is* the reference before training: KL 0
+    values = token_values(reward.model, gen.tokens, gen.prompt_len) * gen.mask
+    rewards = per_token_rewards(kl_per_token(lp, lp_ref), score(reward.model, gen.tokens), gen.mask, 0.1)
+adv, returns = token_gae(rewards, values, gen.mask, gamma=1.0, lam=0.95)
+dones = torch.cat([gen.mask[:, 1:], torch.zeros_like(gen.mask[:, :1])], dim=1) == 0
+next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1) * ~dones
+by_hand = library_gae(rewards.T, values.T, next_values.T, dones.T, gamma=1.0, lam=0.95).T * gen.mask
+print(f"token_gae vs the library's GAE on (L, B) arrays: max difference {(adv - by_hand).abs().max():.2e}")
+assert torch.allclose(adv, by_hand, atol=1e-5)
+
+# %% [markdown]
+# ### Exercise 8.4 — whitening over a mask
+#
+# PPO normalises advantages (chapter 5). With padding, the mean and the standard deviation must
+# be taken over the **real tokens only**, or the many zeros of the padding drag them. Write
+# `masked_whiten(x, mask)`: `x`, `mask` `(B, L)`; return $(x - \mu)/\sigma$ with $\mu$ and the
+# *unbiased* standard deviation $\sigma$ (divide by $n-1$, as `torch.std` does) over the $n$
+# masked elements, $\sigma^2 + 10^{-8}$ under the square root, and 0 outside the mask. With a
+# single masked element, only centre it.
+
+# %% nbgrader={"grade": false, "grade_id": "masked_whiten", "locked": false, "schema_version": 3, "solution": true}
+def masked_whiten(x, mask):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+masked_whiten = check_masked_whiten(masked_whiten)
+
+# %% [markdown]
+# ### Training
+#
+# Everything together is `ppo_lib.rlhf.ppo.train_ppo`; read its module top to bottom, it is
+# one screen. Each iteration samples 64 responses, computes the rewards with *your*
+# `per_token_rewards` and whitens with *your* `masked_whiten`, then runs 4 epochs of 2
+# minibatches of the clipped losses of chapter 5 (`ppo_lib.losses.clipped_surrogate` and
+# `clipped_value_loss`, applied to the real tokens). Four models are in memory: the policy,
+# the frozen reference, the reward model and the value model.
+#
+# **Predict first:** with $\beta = 0.1$, where will the gold reward end, and how many nats of
+# KL will the policy spend to get there?
+
+# %%
+config = RLHFConfig(beta=0.1)
+print(config)
+run = train_ppo(sft, reward, config, rewards_fn=per_token_rewards, whiten_fn=masked_whiten)
+h = run.history
+print(f"{len(h.gold)} iterations in {run.seconds:.0f} s ({run.tokens_generated / run.seconds:,.0f} response tokens/s)")
+
+# %%
+def plot_history(h, title=""):
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    axes[0].plot(h.proxy, label="proxy (reward model)")
+    axes[0].plot(h.gold, label="gold (the 'human')")
+    axes[0].set_title(f"reward {title}")
+    axes[0].legend(fontsize="small")
+    axes[1].plot(h.kl, color="tab:red")
+    axes[1].set_title("KL(policy || reference), nats per response")
+    axes[2].plot(np.array(h.ungrammatical) * 100, color="tab:gray")
+    axes[2].set_title("ungrammatical samples (%)")
+    for ax in axes:
+        ax.set_xlabel("PPO iteration")
+    fig.tight_layout()
+    plt.show()
+
+
+plot_history(h, "(beta = 0.1)")
+before = evaluate_policy(sft.model, sft.model, reward.model)
+after = evaluate_policy(run.policy, sft.model, reward.model)
+print(f"{'':8s} {'gold':>7s} {'proxy':>7s} {'KL':>6s} {'ungrammatical':>14s}")
+for name, ev in (("SFT", before), ("PPO", after)):
+    print(f"{name:8s} {ev['gold']:+7.3f} {ev['proxy']:+7.3f} {ev['kl']:6.2f} {ev['ungrammatical']:14.1%}")
+print("\nsamples before -> after:")
+for (p, t0, g0, _), (_, t1, g1, _) in zip(before["samples"][:6], after["samples"][:6]):
+    print(f"  {p:15s} | {t0:40s} ({g0:+.2f})  ->  {t1:34s} ({g1:+.2f})")
+
+# %% [markdown]
+# The policy found what the reward model likes *and* the gold reward likes: short, strongly
+# positive, grammatical answers. The KL it paid is what its answers cost in likelihood under
+# the SFT model, in nats per response.
+#
+# ### Options the big systems use
+#
+# - **An adaptive $\beta$** (Ziegler et al. 2019): instead of fixing $\beta$, steer the measured
+#   KL towards a target with a proportional controller,
+#   $e = \mathrm{clip}(\mathrm{KL}/\mathrm{KL}_{target} - 1, -0.2, 0.2)$,
+#   $\beta \leftarrow \beta\,(1 + e\,n/H)$, where $n$ is the number of responses behind the
+#   measurement and $H$ a horizon (old TRL: target 6 nats, $H$ = 10 000). Unlike chapter 6's
+#   rule, it moves $\beta$ smoothly and by at most $0.2\,n/H$ per step.
+#   `RLHFConfig(adaptive_kl=True, kl_target=..., kl_horizon=...)`.
+# - **PPO-ptx** (InstructGPT): add $\gamma_{ptx}$ times the pre-training log-likelihood to the
+#   objective, so the policy keeps its language while it chases the reward.
+#   `RLHFConfig(ptx_coef=...)`.
+# - **The KL estimator**: $k_1 = \log\pi - \log\pi_{ref}$ per token (unbiased, can be negative),
+#   or $k_3 = e^{-k_1} - 1 + k_1$ (unbiased, never negative). `RLHFConfig(kl_estimator="k3")`.
+#   Chapter 9 puts $k_3$ in the loss instead, as GRPO does.
+#
+# ### Exercise 8.5 — the adaptive KL controller
+#
+# Write `adaptive_kl_update(beta, kl, kl_target, n_steps, horizon)` returning the new $\beta$.
+
+# %% nbgrader={"grade": false, "grade_id": "adaptive_kl_update", "locked": false, "schema_version": 3, "solution": true}
+def adaptive_kl_update(beta, kl, kl_target, n_steps, horizon):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+adaptive_kl_update = check_adaptive_kl_update(adaptive_kl_update)
+
+# %% [markdown]
+# Your controller on a scripted sequence of measured KLs (target 6 nats, 64 responses per
+# measurement, horizon 10 000, starting from $\beta = 0.2$): it rises while the KL is above
+# target and falls below it, slowly — a horizon of 10 000 responses is long.
+
+# %%
+beta, trace = 0.2, []
+for kl in [2, 4, 6, 9, 12, 12, 12, 8, 6, 3, 1, 1]:
+    beta = adaptive_kl_update(beta, kl, 6.0, 64, 10_000)
+    trace.append(round(beta, 5))
+print(trace)
+
+# %% [markdown]
+# ## 5. The KL coefficient, live: reward hacking at $\beta = 0$
+#
+# What happens as $\beta$ changes? A sweep of six values of $\beta$ with three seeds each takes
+# several minutes, more than this chapter's budget, so `benchmarks/rlhf.py` ran it with exactly
+# this chapter's settings and kept the results in a file (with its command, date and machine).
+# The widget reads that file. Tick **run live** to train the selected $\beta$ here instead
+# (about 20 s, seed 0; kept, so moving back is instant).
+#
+# **Predict first:** at $\beta = 0$ nothing holds the policy near the SFT model. What happens
+# to the proxy, to the gold reward, to the grammar?
+
+# %%
+results_path = REPO_ROOT / "benchmarks" / "results" / "rlhf.json"
+if not results_path.exists():
+    raise FileNotFoundError(f"{results_path} is missing: run `.venv/bin/python benchmarks/rlhf.py` to make it")
+bench = json.loads(results_path.read_text())
+print(f"from {results_path.name}: `{bench['command']}`, {bench['date']}, {bench['machine']['platform']}")
+assert bench["settings"]["ppo"]["iterations"] == config.iterations and bench["settings"]["ppo"]["lr"] == config.lr
+sweep = {float(b): runs for b, runs in bench["sweep"].items()}
+betas = sorted(sweep)
+live_runs = {}
+
+
+def beta_view(beta, live):
+    """The data the widget shows for one beta: the file's seeds, or a live run (seed 0)."""
+    if live:
+        if beta not in live_runs:
+            r = train_ppo(sft, reward, RLHFConfig(beta=beta, seed=0), progress=False)
+            live_runs[beta] = {"seed": 0, "history": r.history.to_dict(),
+                               "final": evaluate_policy(r.policy, sft.model, reward.model)}
+        runs = [live_runs[beta]]
+    else:
+        runs = sweep[beta]
+    finals = {k: float(np.mean([r["final"][k] for r in runs])) for k in ("gold", "proxy", "kl", "ungrammatical")}
+    return {"beta": beta, "live": live, "runs": runs, "final": finals,
+            "samples": [s[1] for s in runs[0]["final"]["samples"][:4]]}
+
+
+def draw_beta(view, fig):
+    ax_f, ax_t = fig.subplots(1, 2)
+    for b in betas:  # the frontier from the file: final KL vs gold and proxy, mean of the seeds
+        kl = np.mean([r["final"]["kl"] for r in sweep[b]])
+        ax_f.scatter(kl, np.mean([r["final"]["gold"] for r in sweep[b]]), color="tab:orange", s=25)
+        ax_f.scatter(kl, np.mean([r["final"]["proxy"] for r in sweep[b]]), color="tab:blue", s=25)
+        ax_f.annotate(f"{b:g}", (kl, np.mean([r["final"]["gold"] for r in sweep[b]])), fontsize=7,
+                      xytext=(3, -9), textcoords="offset points")
+    f = view["final"]
+    ax_f.scatter(f["kl"], f["gold"], s=160, facecolors="none", edgecolors="k", lw=1.5)
+    ax_f.scatter(f["kl"], f["proxy"], s=160, facecolors="none", edgecolors="k", lw=1.5)
+    ax_f.scatter([], [], color="tab:orange", label="gold")
+    ax_f.scatter([], [], color="tab:blue", label="proxy")
+    ax_f.set_xscale("symlog", linthresh=1.0)
+    ax_f.set_xlabel("KL to the SFT model (nats)")
+    ax_f.set_title("end of training, one point per beta (labels)")
+    ax_f.legend(fontsize="small", loc="lower left")
+    for r in view["runs"]:
+        ax_t.plot(r["history"]["proxy"], color="tab:blue", lw=1)
+        ax_t.plot(r["history"]["gold"], color="tab:orange", lw=1)
+        ax_t.plot(-2 + 2 * np.array(r["history"]["ungrammatical"]), color="tab:gray", lw=0.8, ls=":")
+    ax_t.set_ylim(-2.2, 3.8)
+    ax_t.set_xlabel("PPO iteration")
+    ax_t.set_title(f"beta = {view['beta']:g}: proxy (blue), gold (orange), ungrammatical (dotted, -2 + 2 x rate)")
+    ax_t.title.set_fontsize(8)
+    fig.tight_layout()
+
+
+def describe_beta(view):
+    f = view["final"]
+    source = "live run, seed 0" if view["live"] else f"{len(view['runs'])} seeds from the file"
+    samples = "; ".join(f"<code>{s}</code>" for s in view["samples"])
+    return (f"<b>beta = {view['beta']:g}</b> ({source}): gold {f['gold']:+.2f}, proxy {f['proxy']:+.2f}, "
+            f"KL {f['kl']:.1f} nats, ungrammatical {f['ungrammatical']:.0%}<br>samples: {samples}")
+
+
+beta_controls = {"beta": widgets.SelectionSlider(options=betas, value=0.0, description="beta",
+                                                 continuous_update=False),
+                 "live": widgets.Checkbox(value=False, description="run live")}
+beta_explorer = LiveFigure(beta_controls, beta_view, draw_beta, describe_beta, figsize=(12, 3.6), cache=True)
+display(beta_explorer)
+
+# %%
+table = {b: beta_view(b, False)["final"] for b in betas}
+hacked = {b: sum(r["final"]["gold"] < before["gold"] for r in sweep[b]) for b in betas}
+print(f"{'beta':>6s} {'gold':>7s} {'proxy':>7s} {'KL':>7s} {'ungrammatical':>14s} {'seeds below SFT gold':>21s}")
+for b, f in table.items():
+    print(f"{b:6g} {f['gold']:+7.2f} {f['proxy']:+7.2f} {f['kl']:7.1f} {f['ungrammatical']:14.0%} "
+          f"{hacked[b]:>14d} of {len(sweep[b])}")
+print(f"(means over the file's seeds; the SFT model: gold {before['gold']:+.2f}, proxy {before['proxy']:+.2f})")
+best_beta = max(table, key=lambda b: table[b]["gold"])
+print(f"best mean gold at beta = {best_beta:g}; highest mean proxy at beta = "
+      f"{max(table, key=lambda b: table[b]['proxy']):g}")
+# what the text below says, checked against the file
+assert max(table, key=lambda b: table[b]["proxy"]) == 0.0 and hacked[0.0] >= 1
+largest_other_kl = max(r["final"]["kl"] for b in betas if b > 0 for r in sweep[b])
+assert all(r["final"]["kl"] > largest_other_kl for r in sweep[0.0])
+
+# %% [markdown]
+# Read the table from both ends. A large $\beta$ pins the policy to the SFT model: a small KL
+# and a small gain. A moderate $\beta$ buys most of the gold reward for a few nats. At
+# $\beta = 0$ the proxy is as high as anywhere, but in the seeds counted in the last column
+# the gold reward ended *below the SFT model's*: the policy left the grammar, where the reward
+# model was never trained, and settled on strings the reward model scores well and the
+# "human" scores −2. Look at the samples under the widget. A seed that did not collapse within
+# the budget had still drifted furthest (the largest KL of all): with nothing pulling it back,
+# collapse is a matter of time. Nothing in the proxy warned us — only the gold reward, which a
+# real system does not have. That is why every RLHF system keeps the KL term, and watches
+# samples, length and perplexity, not just the reward.
+
+# %% [markdown]
+# ## 6. Over-optimisation: best-of-n and PPO on one plot
+#
+# The simplest way to use a reward model needs no training at all: draw $n$ responses from the
+# SFT model and keep the one with the highest proxy score. Its KL to the SFT model is known in
+# closed form, $\mathrm{KL}_{bon} = \log n - (n-1)/n$. Gao, Schulman and Hilton (2022) measured
+# the gold reward of both best-of-n and RL against $d = \sqrt{\mathrm{KL}}$ and found the same
+# shape: it rises, peaks and falls, while the proxy keeps rising. They fitted
+# $R_{bon}(d) = d(\alpha - \beta d)$ and $R_{RL}(d) = d(\alpha - \beta\log d)$ to the gold gain.
+#
+# The slider trains reward models on fewer or more preference pairs (each is trained once and
+# cached). **Predict first:** does a reward model trained on 300 pairs peak earlier or later
+# than one trained on 2000?
+
+# %%
+ppo_points = [(kl, g) for r in sweep[0.0] for kl, g in zip(r["history"]["kl"], r["history"]["gold"])]
+reward_models = {1000: reward}
+
+
+def overoptimisation(n_pairs):
+    if n_pairs not in reward_models:
+        reward_models[n_pairs] = train_reward_model(sft, RewardConfig(n_pairs=n_pairs), progress=False)
+    curve = best_of_n_curve(sft.model, reward_models[n_pairs].model, ns=(1, 2, 4, 8, 16, 32, 64), n_prompts=48)
+    return {"n_pairs": n_pairs, "curve": curve}
+
+
+def draw_overoptimisation(view, fig):
+    ax = fig.subplots()
+    rows, g0, p0 = view["curve"]["rows"], view["curve"]["gold_sft"], view["curve"]["proxy_sft"]
+    d = np.sqrt([r["kl"] for r in rows])
+    gold_gain, proxy_gain = np.array([r["gold"] for r in rows]) - g0, np.array([r["proxy"] for r in rows]) - p0
+    ax.plot(d, proxy_gain, "o-", color="tab:blue", label="best-of-n, proxy")
+    ax.plot(d, gold_gain, "o-", color="tab:orange", label="best-of-n, gold")
+    for r, x in zip(rows, d):
+        ax.annotate(f"n={r['n']}", (x, gold_gain[rows.index(r)]), fontsize=7, xytext=(2, -10), textcoords="offset points")
+    alpha, beta_ = fit_gao([r["kl"] for r in rows], gold_gain, "bon")
+    xs = np.linspace(0, max(d.max(), 1e-3) * 1.05, 100)
+    ax.plot(xs, gao_curve(xs, alpha, beta_, "bon"), color="tab:orange", ls="--", lw=1,
+            label=f"fit d(a - b d): a={alpha:.2f}, b={beta_:.2f}")
+    if view["n_pairs"] == 1000:  # PPO at beta 0 used this reward model
+        kl, g = np.array(ppo_points).T
+        keep = kl < 2 * d.max() ** 2
+        ax.scatter(np.sqrt(np.maximum(kl[keep], 0)), g[keep] - g0, s=6, color="tab:green", alpha=0.5,
+                   label="PPO, beta 0, every iteration (3 seeds)")
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_xlabel("sqrt(KL to the SFT model)")
+    ax.set_ylabel("gain over the SFT model")
+    ax.set_title(f"reward model trained on {view['n_pairs']} preference pairs")
+    ax.legend(fontsize="small", loc="upper left")
+
+
+def describe_overoptimisation(view):
+    rows = view["curve"]["rows"]
+    best = max(rows, key=lambda r: r["gold"])
+    return (f"<b>{view['n_pairs']} pairs</b>: gold peaks at n = {best['n']} ({best['gold']:+.2f}, KL {best['kl']:.2f}); "
+            f"at n = {rows[-1]['n']}: gold {rows[-1]['gold']:+.2f}, proxy {rows[-1]['proxy']:+.2f}")
+
+
+pairs_slider = {"n_pairs": widgets.SelectionSlider(options=[300, 600, 1000, 2000], value=1000,
+                                                   description="pairs", continuous_update=False)}
+overopt_explorer = LiveFigure(pairs_slider, overoptimisation, draw_overoptimisation, describe_overoptimisation,
+                              figsize=(8, 3.8), cache=True)
+display(overopt_explorer)
+
+# %%
+rows = overopt_explorer.data["curve"]["rows"]
+print(f"{'n':>4s} {'KL':>6s} {'gold':>7s} {'proxy':>7s}")
+for r in rows:
+    print(f"{r['n']:4d} {r['kl']:6.2f} {r['gold']:+7.2f} {r['proxy']:+7.2f}")
+print(f"\nPPO (beta 0.1, above) reached gold {after['gold']:+.2f} at KL {after['kl']:.1f}; "
+      f"best-of-{rows[-1]['n']} reaches {rows[-1]['gold']:+.2f} at KL {rows[-1]['kl']:.1f}")
+
+# %%
+ppo_finals = sorted((np.mean([r["final"]["kl"] for r in sweep[b]]), np.mean([r["final"]["gold"] for r in sweep[b]]), b)
+                    for b in betas if b > 0)
+print("gold at the same KL (PPO's frontier from the file, interpolated between its betas):")
+gaps = []
+for r in rows[1:]:
+    ppo_gold = np.interp(r["kl"], [t[0] for t in ppo_finals], [t[1] for t in ppo_finals])
+    gaps.append(r["gold"] - ppo_gold)
+    print(f"  KL {r['kl']:4.2f}: best-of-{r['n']:<3d} {r['gold']:+.2f}   PPO {ppo_gold:+.2f}")
+print(f"largest gap: {max(gaps, key=abs):+.2f}")
+assert max(abs(g) for g in gaps) < 0.4  # "similar", as the text below says
+for n_pairs, curve in bench["best_of_n"].items():
+    peak = max(curve["rows"], key=lambda r: r["gold"])
+    print(f"from the file, {n_pairs:>4s} pairs: best-of-n gold peaks at n = {peak['n']} ({peak['gold']:+.2f}); "
+          f"at n = 64 gold {curve['rows'][-1]['gold']:+.2f}, proxy {curve['rows'][-1]['proxy']:+.2f}")
+
+# %% [markdown]
+# Compare the two at equal KL in the lines above: on this task best-of-n and PPO reach gold
+# rewards within a few tenths of each other for the same number of nats (the largest gap is
+# printed), in line with Gao et al., who found the KL a useful common currency. The difference is *when* they pay: best-of-n pays at
+# inference time, $n$ samples and $n$ reward-model calls for every answer; PPO pays once, in
+# training. Now move the slider. A reward model fitted on fewer pairs is a worse proxy: its
+# gold curve is lower and flattens or turns down at a smaller $n$, while its proxy keeps
+# climbing — the gap between the two curves is the over-optimisation.
+#
+# ## What we learned
+#
+# - RLHF is PPO with a language model as the policy: a token is an action, a response an
+#   episode; the reward model's score arrives at `<eos>`, and a per-token KL penalty
+#   $-\beta(\log\pi_\theta - \log\pi_{ref})$ ties the policy to the frozen SFT model.
+# - The log-probability of token $t$ comes from the logits at position $t-1$: the shift by one.
+# - The reward model is fitted to comparisons with the Bradley-Terry loss; it is good where
+#   its training data was and wrong elsewhere, and the policy goes looking for "elsewhere".
+# - GAE over tokens is the library's GAE with masks; advantages are whitened over real tokens.
+# - $\beta$ trades reward for distance from the SFT model. Without it, the proxy rises while
+#   the true reward collapses: reward hacking, reproduced and measured.
+# - Best-of-n and PPO both over-optimise a proxy; the KL they spend is the common currency.
+#
+# ## Further reading
+#
+# - L. Ouyang et al., *Training language models to follow instructions with human feedback*
+#   (InstructGPT), 2022 — eq. 1 (reward model), eq. 2 (the RL objective with PPO-ptx).
+# - N. Stiennon et al., *Learning to summarize from human feedback*, 2020 — RLHF with PPO, and
+#   best-of-n's KL.
+# - D. Ziegler et al., *Fine-tuning language models from human preferences*, 2019 — the per-token
+#   KL penalty and the adaptive KL controller.
+# - S. Huang et al., *The N+ implementation details of RLHF with PPO: a case study on TL;DR
+#   summarization*, 2024 — EOS handling, reward normalisation, the many small choices.
+# - R. Zheng et al., *Secrets of RLHF in large language models, part I: PPO*, 2023.
+# - L. Gao, J. Schulman, J. Hilton, *Scaling laws for reward model overoptimization*, 2022.

@@ -152,6 +152,8 @@ def main() -> None:
     device = str(resolve_device(args.device))
     record = json.loads(OUT.read_text()) if OUT.exists() else {}
     record.update(header(device=device))
+    for section in args.only:  # which command made which part of the file
+        record.setdefault("provenance", {})[section] = header(device=device)
     record["settings"] = {"pretrain": dataclasses.asdict(PretrainConfig()), "reward": dataclasses.asdict(RewardConfig()),
                           "ppo": dataclasses.asdict(RLHFConfig())}
     if "stages" in args.only:

@@ -72,10 +72,14 @@ def run_method(method: str, knob, seed: int, sft, rm) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=["sweep", "timing"], choices=["sweep", "timing"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = list(range(args.seeds))
-    record = header(threads=1)
+    record = json.loads(OUT.read_text()) if OUT.exists() else {}
+    record.update(header(threads=1))
+    for section in args.only:
+        record.setdefault("provenance", {})[section] = header(threads=1)
     sft = pretrain(progress=False)
     rm = train_reward_model(sft, progress=False)
     record["settings"] = {"pretrain": dataclasses.asdict(PretrainConfig()), "reward": dataclasses.asdict(RewardConfig()),
@@ -84,6 +88,11 @@ def main() -> None:
     record["sft"] = _final(evaluate_policy(sft.model, sft.model, rm.model))
     record["n_parameters"] = n_parameters(sft.model)
     record["models_in_memory"] = MODELS_IN_MEMORY
+    if "timing" in args.only:
+        record["timing"] = timing(sft, rm)
+    if "sweep" not in args.only:
+        write(record, OUT)
+        return
     results: dict = {}
     # PPO: the sweep of benchmarks/rlhf.py (same SFT, reward model, evaluator and seeds)
     ppo = json.loads((RESULTS / "rlhf.json").read_text())
@@ -113,6 +122,27 @@ def main() -> None:
     record["results"] = results
     write(record, OUT)
     plot(record, RESULTS / "rlhf_methods.png")
+
+
+def timing(sft, rm) -> dict:
+    """Wall time of one training run per method at its default setting, seed 0, one after the
+    other in this process (so the figures are comparable; run it on a quiet machine)."""
+    from ppo_lib.rlhf.ppo import train_ppo
+
+    out = {}
+    for method, fn in (("PPO", lambda: train_ppo(sft, rm, RLHFConfig(beta=0.1), progress=False)),
+                       ("GRPO", lambda: train_grpo(sft, rm, GRPOConfig(), progress=False)),
+                       ("RLOO", lambda: train_grpo(sft, rm, GRPOConfig(baseline="rloo"), progress=False)),
+                       ("DPO", lambda: train_dpo(sft, rm.pairs, DPOConfig(), progress=False)),
+                       ("best-of-n", lambda: best_of_n_curve(sft.model, rm.model, ns=(16,), n_prompts=64))):
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        its = len(result.history.loss) if method == "DPO" else (
+            None if method == "best-of-n" else len(result.history.gold))
+        out[method] = {"seconds": round(seconds, 2), "iterations_or_steps": its}
+        print(f"[timing] {method}: {seconds:.1f} s", flush=True)
+    return out
 
 
 def plot(record: dict, path: Path) -> None:

@@ -371,41 +371,54 @@ plt.show()
 
 # %% [markdown]
 # The table puts numbers where comparisons usually put adjectives. For each method: its best
-# mean gold over its knob (and the knob), the KL it spent there, the spread over seeds
-# there, the wall time of one training run on this CPU, the models it holds in memory, and
+# mean gold over its knob (and the knob), the KL it spent there, the spread over seeds there,
+# how many of its runs (all knobs, all seeds) ended mostly ungrammatical (more than half of
+# the samples: chapter 8's reward-hacking collapse), the
+# wall time of one training run at its default setting (all methods timed one after the
+# other in one process, on this CPU), the models it holds in memory while training, and
 # whether it needs a reward model and samples during training.
 
 # %%
 needs = {"PPO": ("yes", "online", 4), "GRPO": ("yes", "online", 3), "RLOO": ("yes", "online", 3),
-         "DPO": ("no", "offline", 2), "best-of-n": ("yes", "none (inference)", 2)}
-print(f"{'method':10s} {'best gold':>9s} {'at knob':>12s} {'KL':>6s} {'seed sd':>8s} {'ungramm.':>9s} "
-      f"{'s/run':>6s} {'models':>7s} {'reward model':>13s} {'sampling':>17s}")
+         "DPO": ("no", "offline", 2), "best-of-n": ("yes", "at inference", 2)}
+timing = methods["timing"]
+print(f"{'method':10s} {'best gold':>9s} {'at knob':>11s} {'KL':>6s} {'seed sd':>8s} {'collapsed':>10s} "
+      f"{'s/run':>6s} {'models':>7s} {'reward model':>13s} {'sampling':>13s}")
 rows_table = {}
 for m, pts in frontier.items():
     knob, best = max(pts, key=lambda t: t[1]["gold"])
-    rows_table[m] = best
+    rows_table[m] = dict(best, seconds=timing[m]["seconds"])
+    all_runs = [r for runs in results[m]["points"].values() for r in runs]
+    collapsed = sum(r["final"]["ungrammatical"] > 0.5 for r in all_runs)
+    rows_table[m]["collapsed"] = collapsed
     rm_needed, online, n_models = needs[m]
-    print(f"{m:10s} {best['gold']:+9.2f} {results[m]['knob'] + '=' + format(knob, 'g'):>12s} {best['kl']:6.2f} "
-          f"{best['gold_sd']:8.2f} {best['ungrammatical']:9.1%} {best['seconds']:6.1f} {n_models:7d} "
-          f"{rm_needed:>13s} {online:>17s}")
+    print(f"{m:10s} {best['gold']:+9.2f} {results[m]['knob'] + '=' + format(knob, 'g'):>11s} {best['kl']:6.2f} "
+          f"{best['gold_sd']:8.2f} {collapsed:>5d} of {len(all_runs):<3d} {timing[m]['seconds']:6.1f} {n_models:7d} "
+          f"{rm_needed:>13s} {online:>13s}")
 print(f"\nthe SFT model: gold {methods['sft']['gold']:+.2f}")
-ranking = sorted(rows_table, key=lambda m: -rows_table[m]["gold"])
-print("by best mean gold:", " > ".join(ranking))
+print("by best mean gold:", " > ".join(sorted(rows_table, key=lambda m: -rows_table[m]["gold"])))
+for m in results:
+    bad = [(k, r["seed"]) for k, runs in results[m]["points"].items() for r in runs
+           if r["final"]["ungrammatical"] > 0.5]
+    if bad:
+        print(f"{m}: collapsed runs (knob, seed): {bad}")
 
 # %% [markdown]
 # How to read it, with the numbers above in front of you:
 #
 # - **Online methods reach the highest gold.** PPO, GRPO and RLOO sample from the policy and
-#   score what they sample; DPO learns from a fixed set of SFT answers and stays close to the
-#   SFT model (a small KL), with a lower ceiling on this task.
-# - **Best-of-n is a strong, training-free baseline** at the same KL — it pays with $n$
-#   samples at inference instead.
-# - **Compute and memory.** DPO is the cheapest to train and needs no reward model and no
-#   sampling (and its reference can be replaced by precomputed log-probabilities, as
-#   `train_dpo` does). GRPO and RLOO need no critic, one model fewer than PPO. On a model this
-#   small the seconds are dominated by sampling, not by the critic.
-# - **Stability** is the spread over seeds at the best knob; compare it with the gaps between
-#   methods before drawing conclusions — three seeds leave wide error bars.
+#   score what they sample; DPO learns from a fixed set of SFT answers, stays close to the SFT
+#   model (a small KL), and has a lower ceiling on this task.
+# - **Best-of-n is a strong, training-free baseline** at the same KL; it pays with $n$ samples
+#   and $n$ reward-model calls at inference instead.
+# - **Compute and memory.** DPO is the cheapest to train and needs neither a reward model nor
+#   sampling (its reference can even be replaced by precomputed log-probabilities, as
+#   `train_dpo` does). GRPO and RLOO need no critic: one model fewer than PPO, and on this task
+#   a shorter run. On a model this small the seconds go mostly into sampling.
+# - **Stability.** Look at the "collapsed" column and the list under the table: a run whose
+#   samples are mostly ungrammatical has found a hole of the reward model (chapter 8's hack). Without a
+#   critic and with a small KL coefficient, GRPO's runs are the ones to watch here. Three seeds
+#   leave wide error bars: compare the spread with the gaps between methods before concluding.
 #
 # These readings are checked against the file here, so the text cannot drift from the data:
 
@@ -414,7 +427,9 @@ online_best = max(rows_table[m]["gold"] for m in ("PPO", "GRPO", "RLOO"))
 assert online_best > rows_table["DPO"]["gold"], "the text says online methods beat DPO here"
 assert rows_table["DPO"]["kl"] < min(rows_table[m]["kl"] for m in ("PPO", "GRPO", "RLOO"))
 assert rows_table["DPO"]["seconds"] < min(rows_table[m]["seconds"] for m in ("PPO", "GRPO", "RLOO"))
+assert max(rows_table["GRPO"]["seconds"], rows_table["RLOO"]["seconds"]) < rows_table["PPO"]["seconds"]
 assert rows_table["best-of-n"]["gold"] > rows_table["DPO"]["gold"]
+assert rows_table["GRPO"]["collapsed"] >= max(rows_table[m]["collapsed"] for m in ("PPO", "RLOO", "DPO"))
 print("the statements above hold for the file's numbers")
 
 # %% [markdown]

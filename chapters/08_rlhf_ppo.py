@@ -569,6 +569,10 @@ def draw_overoptimisation(view, fig):
         keep = kl < 2 * d.max() ** 2
         ax.scatter(np.sqrt(np.maximum(kl[keep], 0)), g[keep] - g0, s=6, color="tab:green", alpha=0.5,
                    label="PPO, beta 0, every iteration (3 seeds)")
+        a_rl, b_rl = fit_gao(np.maximum(kl[keep], 0), g[keep] - g0, "rl")
+        xs_rl = np.linspace(1e-3, np.sqrt(np.maximum(kl[keep], 0)).max(), 100)
+        ax.plot(xs_rl, gao_curve(xs_rl, a_rl, b_rl, "rl"), color="tab:green", ls="--", lw=1,
+                label=f"fit d(a - b log d): a={a_rl:.2f}, b={b_rl:.2f}")
     ax.axhline(0, color="gray", lw=0.5)
     ax.set_xlabel("sqrt(KL to the SFT model)")
     ax.set_ylabel("gain over the SFT model")

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from ppo_lib.config import check_range
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, frozen_copy, response_logprobs, response_mask
-from ppo_lib.rlhf.pretrain import PretrainResult, _bar
+from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.pretrain import PretrainResult
 from ppo_lib.rlhf.reward_model import Pairs, RewardModelResult
 
 
@@ -178,10 +179,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     _check_pairs(pairs)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
-    policy = frozen_copy(sft.model)
-    for p in policy.parameters():
-        p.requires_grad_(True)
-    policy.train()
+    policy = trainable_copy(sft.model)
     ref = frozen_copy(sft.model)
     chosen, rejected = pairs.chosen.to(dev), pairs.rejected.to(dev)
     # The reference is frozen: its log-probs are computed once, not at every step (TRL's
@@ -193,9 +191,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     n = len(pairs)
     history = DPOHistory()
     result = DPOResult(policy, history, config)
-    bar = _bar(config.steps, f"DPO beta={config.beta:g}", progress)
-    t_start = time.perf_counter()
-    try:
+    with training_run(result, config.steps, f"DPO beta={config.beta:g}", progress, (policy,)) as bar:
         for step in range(config.steps):
             t0 = time.perf_counter()
             idx = torch.from_numpy(rng.choice(n, size=config.batch_size, replace=config.batch_size > n)).to(dev)
@@ -220,20 +216,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
             if not math.isfinite(history.loss[-1]):
                 raise FloatingPointError(f"step {step}: the DPO loss is not finite ({history.loss[-1]}); "
                                          f"try a smaller lr")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{history.loss[-1]:.3f}", acc=f"{history.accuracy[-1]:.2f}",
-                                chosen=f"{history.chosen_logp[-1]:.2f}")
-            if callback is not None and callback(step, history) is True:
+            if end_of_step(bar, callback, step, history, loss=f"{history.loss[-1]:.3f}",
+                           acc=f"{history.accuracy[-1]:.2f}", chosen=f"{history.chosen_logp[-1]:.2f}"):
                 break
-    except KeyboardInterrupt:
-        result.interrupted = True
-    except Exception as exc:
-        exc.partial_result = result
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        result.seconds = time.perf_counter() - t_start
-        policy.eval()
     return result

@@ -52,7 +52,8 @@ from ppo_lib.losses import clipped_surrogate
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
-from ppo_lib.rlhf.pretrain import PretrainResult, _bar
+from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.pretrain import PretrainResult
 from ppo_lib.rlhf.reward_model import RewardModelResult, score
 
 BASELINES = ("group", "rloo")
@@ -280,10 +281,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
                         f"got {type(reward).__name__}")
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
-    policy = frozen_copy(sft.model)
-    for p in policy.parameters():
-        p.requires_grad_(True)
-    policy.train()
+    policy = trainable_copy(sft.model)
     ref = frozen_copy(sft.model)
     reward_model = frozen_copy(reward.model)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
@@ -293,9 +291,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
     history = GRPOHistory()
     result = GRPOResult(policy, history, config)
     name = "RLOO" if config.baseline == "rloo" else "GRPO"
-    bar = _bar(config.iterations, f"{name} beta={config.beta:g}", progress)
-    t_start = time.perf_counter()
-    try:
+    with training_run(result, config.iterations, f"{name} beta={config.beta:g}", progress, (policy,)) as bar:
         for it in range(config.iterations):
             t0 = time.perf_counter()
             ro = collect_groups(policy, ref, reward_model, config, generator, rng)
@@ -331,19 +327,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
             if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
                 raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
                                          f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(proxy=f"{history.proxy[-1]:.2f}", gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}")
-            if callback is not None and callback(it, history) is True:
+            if end_of_step(bar, callback, it, history, proxy=f"{history.proxy[-1]:.2f}",
+                           gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}"):
                 break
-    except KeyboardInterrupt:
-        result.interrupted = True
-    except Exception as exc:
-        exc.partial_result = result
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        result.seconds = time.perf_counter() - t_start
-        policy.eval()
     return result

@@ -33,7 +33,8 @@ from ppo_lib.losses import clipped_surrogate, clipped_value_loss
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
-from ppo_lib.rlhf.pretrain import PretrainResult, _bar, lm_loss
+from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss
 from ppo_lib.rlhf.reward_model import RewardModelResult, score
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
@@ -208,16 +209,10 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
                         f"got {type(reward).__name__}")
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
-    policy = frozen_copy(sft.model)
-    for p in policy.parameters():
-        p.requires_grad_(True)
-    policy.train()
+    policy = trainable_copy(sft.model)
     ref = frozen_copy(sft.model)
     reward_model = frozen_copy(reward.model)
-    value_model = frozen_copy(reward.model)  # the critic starts from the reward model
-    for p in value_model.parameters():
-        p.requires_grad_(True)
-    value_model.train()
+    value_model = trainable_copy(reward.model)  # the critic starts from the reward model
     params = list(policy.parameters()) + list(value_model.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     generator = torch.Generator(dev).manual_seed(config.seed)
@@ -225,9 +220,8 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
     history = RLHFHistory()
     result = RLHFResult(policy, value_model, history, config)
     beta = config.beta
-    bar = _bar(config.iterations, f"PPO beta={config.beta:g}", progress)
-    t_start = time.perf_counter()
-    try:
+    with training_run(result, config.iterations, f"PPO beta={config.beta:g}", progress,
+                      (policy, value_model)) as bar:
         for it in range(config.iterations):
             t0 = time.perf_counter()
             ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn)
@@ -264,20 +258,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
             if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
                 raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
                                          f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(proxy=f"{history.proxy[-1]:.2f}", gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}")
-            if callback is not None and callback(it, history) is True:
+            if end_of_step(bar, callback, it, history, proxy=f"{history.proxy[-1]:.2f}",
+                           gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}"):
                 break
-    except KeyboardInterrupt:
-        result.interrupted = True
-    except Exception as exc:
-        exc.partial_result = result
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        result.seconds = time.perf_counter() - t_start
-        policy.eval()
-        value_model.eval()
     return result

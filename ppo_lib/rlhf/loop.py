@@ -1,0 +1,56 @@
+"""What every training loop of chapters 8-9 shares: a trainable copy of the SFT model, a
+progress bar, and a run that keeps its result when it stops early.
+
+- Ctrl+C ends the run quietly: the result (policy, history so far) is returned with
+  ``interrupted=True``;
+- any other error re-raises with the partial result attached as ``error.partial_result``,
+  so nothing trained so far is lost;
+- a callback returning ``True`` (exactly ``True``) stops the run after the current step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable
+
+import torch.nn as nn
+
+from ppo_lib.rlhf.model import frozen_copy
+from ppo_lib.rlhf.pretrain import _bar
+
+
+def trainable_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with gradients on, in train mode (the policy, or a critic)."""
+    copy = frozen_copy(model)
+    for p in copy.parameters():
+        p.requires_grad_(True)
+    return copy.train()
+
+
+@contextlib.contextmanager
+def training_run(result, total: int, desc: str, progress: bool, models: tuple[nn.Module, ...]):
+    """Wraps a training loop: yields the progress bar (or None); see the module doc."""
+    bar = _bar(total, desc, progress)
+    t_start = time.perf_counter()
+    try:
+        yield bar
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except Exception as exc:
+        exc.partial_result = result
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        result.seconds = time.perf_counter() - t_start
+        for m in models:
+            m.eval()
+
+
+def end_of_step(bar, callback: Callable | None, step: int, history, **postfix) -> bool:
+    """Advance the bar, show ``postfix``, and ask the callback: True means stop now."""
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(**postfix)
+    return callback is not None and callback(step, history) is True

@@ -35,6 +35,8 @@ def cg_steepest(Avp, b, iters):
     x = torch.zeros_like(b)
     r = b.clone()
     for _ in range(iters):
+        if r @ r < 1e-10:
+            break
         Ar = Avp(r)
         alpha = (r @ r) / (r @ Ar)
         x = x + alpha * r

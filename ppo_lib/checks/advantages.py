@@ -65,7 +65,14 @@ check_reward_to_go = Exercise(
         Case((A([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]), A([[False, True], [False, False], [True, False]]), 0.5),
              "rewards of shape (T=3, N=2), column i = environment i: [[1, 0], [1, 1], [1, 0]], "
              "dones=[[F, T], [F, F], [T, F]], gamma=0.5"),
+        Case((F(2, -1, 3, 1), B(0, 0, 1, 1), 0.8),
+             "rewards=[2, -1, 3, 1], dones=[F, F, T, T], gamma=0.8 (an episode also ends on the last row)"),
+        Case((A([[1.0, 2.0], [0.5, -1.0], [2.0, 1.0], [-1.0, 3.0]]),
+              A([[False, False], [True, False], [False, True], [True, False]]), 0.9),
+             "rewards of shape (T=4, N=2), dones=[[F, F], [T, F], [F, T], [T, F]], gamma=0.9 "
+             "(env 0 ends on the last row, env 1 does not)"),
     ],
+    hint_on_every_case=True,
     mistakes=[
         Mistake("no done mask", lambda r, d, g: _backward(r, np.zeros_like(d), g),
                 "rewards leak across episodes: where dones[t] is True the episode ended, so G_t = r_t "
@@ -98,7 +105,14 @@ check_td_errors = Exercise(
              "rewards=[1, 0, 2], values=[1, 2, 3], next_values=[2, 3, 0], gamma=0.5"),
         Case((A([[1.0, -1.0], [0.0, 2.0]]), A([[0.5, 1.0], [1.5, 0.0]]), A([[1.5, 0.0], [0.0, 2.0]]), 0.99),
              "arrays of shape (T=2, N=2), gamma=0.99"),
+        Case((F(0.5, 1.0, -1.0, 2.0), F(1.0, 2.0, 0.5, 1.5), F(2.5, 0.0, 4.0, 3.0), 0.9),
+             "rewards=[0.5, 1, -1, 2], values=[1, 2, 0.5, 1.5], next_values=[2.5, 0, 4, 3] (a termination "
+             "after t=1, a truncation after t=2: next_values is not values shifted by one), gamma=0.9"),
+        Case((A([[1.0, 0.5], [2.0, -1.0], [0.0, 1.0]]), A([[0.3, 0.2], [1.0, 0.7], [0.4, 0.9]]),
+              A([[0.0, 0.7], [0.4, 5.0], [1.5, 2.0]]), 1.0),
+             "arrays of shape (T=3, N=2) with an episode end in each env, gamma=1.0"),
     ],
+    hint_on_every_case=True,
     mistakes=[
         Mistake("sign", lambda r, v, nv, g: -(np.asarray(r) + g * np.asarray(nv) - np.asarray(v)),
                 "the sign is flipped: delta_t = r_t + gamma * V_next - V(s_t), positive when things went "
@@ -151,7 +165,16 @@ check_bootstrap_values = Exercise(
         Case((F(1.0, 2.0), np.float64(3.0), B(1, 0), B(1, 0), F(5.0, 0.0)),
              "terminated AND truncated at t=0 (the pole fell on the last allowed step), final_values=[5, 0]: "
              "a real end wins, the next value is 0"),
+        Case((F(1.0, 2.0, 3.0), np.float64(6.0), B(0, 0, 0), B(0, 0, 1), F(0.0, 0.0, 8.0)),
+             "values=[1, 2, 3], last_value=6, truncated on the LAST row with final_values[2]=8: "
+             "bootstrap from 8, not from last_value"),
+        Case((A([[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]), F(7.0, 9.0), A([[False, False], [True, False], [False, True]]),
+              A([[True, False], [False, False], [False, False]]), A([[2.5, 0.0], [1.5, 0.0], [0.0, 4.0]])),
+             "shape (T=3, N=2), last_value=[7, 9]: env 0 truncated at t=0 (final value 2.5) and terminated at t=1; "
+             "env 1 terminated on the last row; final_values=[[2.5, 0], [1.5, 0], [0, 4]] (only a truncation "
+             "reads it: after a termination the next value is 0 whatever final_values holds)"),
     ],
+    hint_on_every_case=True,
     mistakes=[
         Mistake("truncation wins", lambda v, lv, te, tr, fv: np.where(
             np.asarray(tr), fv, _bv(v, lv, te, np.zeros_like(tr), fv)),
@@ -197,23 +220,30 @@ def _gae_wrong_axis(r, v, nv, d, g, lam):
 
 _GAE_2D = (A([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]), A([[0.5, 0.2], [0.1, 0.4], [0.3, 0.3], [0.2, 0.1]]),
            A([[0.1, 0.4], [0.3, 0.0], [0.2, 0.1], [0.6, 0.5]]),
-           A([[False, False], [False, True], [False, False], [False, False]]), 0.9, 0.8)
+           A([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 0.0]]), 0.9, 0.8)
+# chapter 3 passes done flags as floats (batch.dones.double().numpy()); chapter 1's flags are bool: both occur
 check_gae = Exercise(
     "gae",
     reference=lambda *a: adv.gae(*a).numpy(),
     reference_name="ppo_lib.advantages.gae",
     cases=[
         Case((F(1.0), F(0.5), F(2.0), B(0), 0.9, 0.8), "one step: rewards=[1], values=[0.5], next_values=[2]"),
-        Case((F(1, 1, 1), F(0, 0, 0), F(0, 0, 0), B(0, 0, 0), 0.5, 0.8),
-             "rewards=[1, 1, 1], values and next_values all 0, no dones, gamma=0.5, lam=0.8"),
+        Case((F(1, 1, 1), F(0, 0, 0), F(0, 0, 0), F(0, 0, 0), 0.5, 0.8),
+             "rewards=[1, 1, 1], values and next_values all 0, dones=[0., 0., 0.] (floats), gamma=0.5, lam=0.8"),
         Case((F(1, 2, 3, 4), F(1, 1, 1, 1), F(1, 0, 1, 1), B(0, 1, 0, 0), 0.9, 0.95),
-             "rewards=[1, 2, 3, 4], values=[1, 1, 1, 1], next_values=[1, 0, 1, 1], done after t=1, "
+             "rewards=[1, 2, 3, 4], values=[1, 1, 1, 1], next_values=[1, 0, 1, 1], dones=[F, T, F, F] (bool), "
              "gamma=0.9, lam=0.95"),
-        Case(_GAE_2D, "arrays of shape (T=4, N=2) (time on axis 0), env 1 done after t=1, gamma=0.9, lam=0.8"),
-        Case((F(1, 1, 1), F(0.5, 0.5, 0.5), F(0.5, 2.0, 0.5), B(0, 1, 0), 0.9, 0.9),
-             "a truncation after t=1: dones=[F, T, F] but next_values[1] = 2.0 (V of the true final obs) "
+        Case(_GAE_2D, "arrays of shape (T=4, N=2) (time on axis 0), dones as floats: env 1 done after t=1, "
+                      "env 0 done on the last row; gamma=0.9, lam=0.8"),
+        Case((F(1, 1, 1), F(0.5, 0.5, 0.5), F(0.5, 2.0, 0.5), F(0, 1, 0), 0.9, 0.9),
+             "a truncation after t=1: dones=[0., 1., 0.] but next_values[1] = 2.0 (V of the true final obs) "
              "must still be used in delta_1"),
+        Case((F(0.5, -1.0, 2.0, 1.0), F(0.2, 0.4, -0.3, 0.8), F(0.4, -0.3, 0.8, 1.1), F(0, 0, 1, 1), 0.99, 1.0),
+             "lam=1 (Monte-Carlo), gamma=0.99, dones=[0., 0., 1., 1.] (floats; an episode ends on the last row)"),
+        Case((F(0.5, -1.0, 2.0), F(0.2, 0.4, -0.3), F(0.4, 0.0, 0.8), F(0, 1, 0), 0.7, 0.0),
+             "lam=0 (one-step TD errors), gamma=0.7, dones=[0., 1., 0.]"),
     ],
+    hint_on_every_case=True,
     mistakes=[
         Mistake("trace not cut", lambda *a: _gae(*a, cut=False),
                 "the sum runs across the end of an episode: where dones[t] is True, A_t = delta_t "
@@ -270,18 +300,21 @@ check_normalize_advantages = Exercise(
     reference_name="ppo_lib.losses.normalize",
     compare=_normalized_ok,
     cases=[
-        Case((F(1.0, 2.0, 3.0),), "advantages=[1, 2, 3]"),
+        Case((F(1.0, 2.0, 4.0),), "advantages=[1, 2, 4]"),
+        Case((F(3.0, -1.0),), "advantages=[3, -1] (two elements)"),
+        Case((F(0.5, 7.0, -2.0, 0.1, 3.5),), "advantages=[0.5, 7, -2, 0.1, 3.5]"),
         Case((F(-4.0, 0.0, 0.0, 8.0),), "advantages=[-4, 0, 0, 8]"),
         Case((F(2.5),), "a minibatch of one: advantages=[2.5] (its std is undefined)"),
     ],
-    mistakes=[
-        Mistake("not centred", lambda a: np.asarray(a, float) / (np.asarray(a, float).std(ddof=1) + 1e-8)
+    mistakes=[m for ddof in (1, 0) for m in (
+        Mistake("not centred", lambda a, ddof=ddof: np.asarray(a, float) / (np.asarray(a, float).std(ddof=ddof) + 1e-8)
                 if len(a) > 1 else np.asarray(a, float),
                 "subtract the mean first: normalised advantages have mean 0."),
-        Mistake("variance", lambda a: (np.asarray(a, float) - np.mean(a)) / (np.var(a, ddof=1) + 1e-8)
+        Mistake("variance", lambda a, ddof=ddof: (np.asarray(a, float) - np.mean(a)) / (np.var(a, ddof=ddof) + 1e-8)
                 if len(a) > 1 else np.zeros(1),
                 "divide by the standard deviation, not the variance."),
-        Mistake("one element", lambda a: (np.asarray(a, float) - np.mean(a)) / np.std(a),
+        Mistake("one element", lambda a, ddof=ddof: (np.asarray(a, float) - np.mean(a)) / np.std(a, ddof=ddof),
                 "with one element the std is 0 (or undefined): return the centred value 0 instead of dividing."),
-    ],
+    )],  # each with the sample and the population std: the text accepts either
+    hint_on_every_case=True,
 )

@@ -17,11 +17,14 @@ pass ``strict=True`` to turn a failed or unfilled exercise into an error.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import math
 import os
 import traceback
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,6 +52,29 @@ class Mistake:
     name: str
     impl: Callable
     feedback: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InputChanged:
+    """What a ``run`` hook hands on when the learner's function changed an input tensor in place."""
+
+    name: str
+
+
+def tracked(x: Any, dtype: Any = None) -> tuple:
+    """A leaf tensor that tracks gradients, and the copy of it to hand to the learner's function.
+
+    An in-place change of the copy is allowed by autograd and seen (the leaf keeps the values), and the
+    gradient w.r.t. the leaf is the gradient w.r.t. the input."""
+    import torch
+
+    leaf = torch.as_tensor(x, dtype=dtype).detach().clone().requires_grad_(True)
+    return leaf, leaf.clone()
+
+
+def changed(given: Any, original: Any) -> bool:
+    """True when tensor ``given`` no longer holds the values of ``original`` (an in-place change)."""
+    return tuple(given.shape) != tuple(original.shape) or not bool((given.detach() == original.detach()).all())
 
 
 @dataclasses.dataclass
@@ -88,17 +114,54 @@ def _fmt(x: Any) -> str:
     return np.array2string(arr, precision=4, separator=", ", threshold=20)
 
 
+def _type_name(x: Any) -> str:
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
+
+
+def _show(x: Any) -> str:
+    """``_fmt``, safe for anything a learner may return (a tuple holding tensors that track gradients)."""
+    if isinstance(x, (tuple, list)) and any(hasattr(v, "detach") for v in x):
+        inner = ", ".join(f"a tensor of shape {tuple(v.shape)}" if hasattr(v, "shape") else _show(v) for v in x[:5])
+        inner += ", ..." if len(x) > 5 else ""
+        return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
+    try:
+        return _fmt(x)
+    except Exception:
+        text = repr(x)
+        return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _what_came_back(got: Any) -> str:
+    """'a numpy.ndarray of shape (1,)', 'a tuple of 2 items', 'a float'..."""
+    if isinstance(got, (tuple, list)):
+        return f"a {_type_name(got)} of {len(got)} item{'s' if len(got) != 1 else ''}"
+    shape = getattr(got, "shape", None)
+    if shape is not None:
+        return f"a {_type_name(got)} of shape {tuple(shape)}"
+    return f"a {_type_name(got)}"
+
+
 def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> str | None:
     """None when ``got`` matches ``expected``; otherwise what differs, in words.
 
-    A dict ``expected`` (from an exercise's ``run``) is compared key by key.
+    A dict ``expected`` (from an exercise's ``run``) is compared key by key. Where one number is
+    expected, one number must come back (a 0-d tensor or array will do; an array of shape (1,) breaks
+    the next cell's f-string and is not one number).
     """
+    if isinstance(got, InputChanged):
+        return (f"your function changed its input `{got.name}` in place (with +=, *=, an indexed assignment or "
+                f"a method ending in _): work on a copy, the caller still needs it")
+    if isinstance(expected, InputChanged):
+        return "a changed input is not this answer"
     if isinstance(expected, dict):
         for key, exp in expected.items():
             if isinstance(got, dict) and key not in got:
-                return (f"{key}: not available: your function returned a plain number or a tensor without a "
-                        f"graph (e.g. via .item(), float() or .detach()), so autograd cannot differentiate it; "
-                        f"return a torch tensor computed from the inputs")
+                if "gradient" in key:
+                    return (f"{key}: not available: your function returned a plain number or a tensor without a "
+                            f"graph (e.g. via .item(), float(), .detach(), NumPy or torch.no_grad()), so autograd "
+                            f"cannot differentiate it; return a torch tensor computed from the inputs")
+                return f"{key}: missing from what your function returned"
             problem = compare(exp, got.get(key) if isinstance(got, dict) else None, rtol, atol)
             if problem is not None:
                 return f"{key}: {problem}"
@@ -107,11 +170,15 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
         return "your function returned None: did you forget the `return` statement?"
     exp = _to_array(expected)
     arr = _to_array(got)
-    if arr is None:
-        return f"expected a number or an array, got a {type(got).__name__}: {got!r}"
+    if arr is None or (isinstance(got, (tuple, list)) and any(hasattr(v, "detach") for v in got)):
+        what = "a single number" if exp is not None and exp.ndim == 0 else "a number or an array"
+        why = " (return the one value, not a tuple or list)" if isinstance(got, (tuple, list)) else ""
+        return f"expected {what}, got {_what_came_back(got)}{why}: {_show(got)}"
     if exp.ndim == 0:
-        if arr.size != 1:
-            return f"expected a single number, got an array of shape {arr.shape}: {_fmt(arr)}"
+        if arr.ndim != 0:
+            return (f"expected a single number, got {_what_came_back(got)}: {_fmt(arr)}"
+                    + (" (index it, e.g. x[0], or use .sum() without keepdim: the next cell needs one number)"
+                       if arr.size == 1 else ""))
         value = float(arr.reshape(()))
         if math.isnan(value) and math.isnan(float(exp)):
             return None
@@ -146,6 +213,48 @@ def _learner_frame(exc: BaseException) -> traceback.FrameSummary:
     return own[-1] if own else frames[-1]
 
 
+def _argument_name(fn: Callable, index: int) -> str:
+    """'argument 2, `values`' (the learner's own parameter name where it can be read)."""
+    try:
+        import inspect
+
+        names = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return f"argument {index + 1}, `{names[index]}`"
+    except Exception:
+        return f"argument {index + 1}"
+
+
+def _is_placeholder(fn: Callable, exc: BaseException) -> bool:
+    """True for the untouched exercise cell: ``raise NotImplementedError()`` raised by ``fn`` itself, whose
+    body holds nothing else (comments, a docstring or ``pass`` aside). A NotImplementedError raised after
+    some work, or only for some inputs, is a bug in the learner's code, reported as an error."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or frames[-1].filename != code.co_filename or frames[-1].name != code.co_name:
+        return False
+    try:
+        import ast
+        import inspect
+        import textwrap
+
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except Exception:  # no source (exec, a lambda in a string): the traceback check above must do
+        return True
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not funcs or funcs[0].name != code.co_name:  # a source file changed since import: trust the traceback
+        return True
+    for stmt in funcs[0].body:
+        if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            continue
+        if isinstance(stmt, ast.Raise):
+            return True
+        return False
+    return False
+
+
 class Exercise:
     """An exercise: a reference implementation, cases, and a catalogue of mistakes.
 
@@ -156,7 +265,7 @@ class Exercise:
     def __init__(self, name: str, reference: Callable, cases: Sequence[Case],
                  mistakes: Sequence[Mistake] = (), reference_name: str | None = None,
                  compare: Callable[[Any, Any], str | None] = compare,
-                 run: Callable[..., Any] | None = None):
+                 run: Callable[..., Any] | None = None, hint_on_every_case: bool = False):
         if not cases:
             raise ValueError(f"exercise {name!r}: needs at least one case")
         self.name = name
@@ -168,17 +277,64 @@ class Exercise:
         # run(fn, *args, **kwargs) -> what is compared; the default is the result of
         # fn(*args). An exercise on a loss can return the value and its gradients.
         self.run = run or (lambda fn, *args, **kwargs: fn(*args, **kwargs))
+        # True: a mistake's hint is shown only when its output matches the learner's on every case (the
+        # chapters 0-7 checkers); False: on the failing case (kept for checkers whose catalogues rely on it)
+        self.hint_on_every_case = hint_on_every_case
 
     # -- running ------------------------------------------------------------
-    def _diagnose(self, case: Case, got: Any) -> str | None:
+    def _outputs(self, fn: Callable) -> list:
+        """fn's output on every case (an exception instance where it raised); None if it changed an input."""
+        outs = []
+        for case in self.cases:
+            args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+            try:
+                outs.append(self.run(fn, *args, **kwargs))
+            except Exception as exc:
+                outs.append(exc)
+                continue
+            if isinstance(outs[-1], InputChanged) or any(not _same_input(a, b) for a, b in zip(case.args, args)):
+                return None
+        return outs
+
+    def _diagnose_one(self, case: Case, got: Any) -> str | None:
         for mistake in self.mistakes:
             try:
-                out = self.run(mistake.impl, *copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    out = self.run(mistake.impl, *copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
             except Exception:
                 continue
-            if self.compare(out, got) is None:
+            if self._matches(out, got):
                 return mistake.feedback
         return None
+
+    def _diagnose(self, fn: Callable) -> str | None:
+        """The feedback of the known mistake whose output matches the learner's on *every* case (those
+        where the learner's function raised aside), or None: a hint that fits one case only may name
+        another mistake."""
+        # the learner saw its function's warnings and prints once already
+        with warnings.catch_warnings(), np.errstate(all="ignore"), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return self._diagnose_quietly(fn)
+
+    def _diagnose_quietly(self, fn: Callable) -> str | None:
+        mine = self._outputs(fn)
+        if mine is None:
+            return None
+        for mistake in self.mistakes:
+            theirs = self._outputs(mistake.impl)
+            if theirs is None:
+                continue
+            if all(isinstance(b, Exception) or (not isinstance(a, Exception) and self._matches(a, b))
+                   for a, b in zip(theirs, mine)):
+                return mistake.feedback
+        return None
+
+    def _matches(self, mistake_out: Any, got: Any) -> bool:
+        try:
+            return self.compare(mistake_out, got) is None
+        except Exception:
+            return False
 
     def evaluate(self, fn: Callable) -> CheckResult:
         """Check ``fn`` on every case; never raises."""
@@ -192,31 +348,42 @@ class Exercise:
             args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
             try:
                 got = self.run(fn, *args, **kwargs)
-            except NotImplementedError:
-                return CheckResult(self.name, "unfilled", (
-                    f"○ {self.name}: not filled in yet. Replace `raise NotImplementedError()` "
-                    f"with your code and run the cell again.\n{fallback}"), self.reference)
             except Exception as exc:  # the learner's bug, reported, never re-raised
+                if i == 1 and isinstance(exc, NotImplementedError) and _is_placeholder(fn, exc):
+                    return CheckResult(self.name, "unfilled", (
+                        f"○ {self.name}: not filled in yet. Replace `raise NotImplementedError()` "
+                        f"with your code and run the cell again.\n{fallback}"), self.reference)
                 frame = _learner_frame(exc)
                 code = (frame.line or "").strip()
                 where = f" (line {frame.lineno}: `{code}`)" if code else f" (line {frame.lineno})"
+                extra = ("\n  (your function raises NotImplementedError for this input: finish it, or remove "
+                         "the `raise` line)" if isinstance(exc, NotImplementedError) else "")
                 return CheckResult(self.name, "error", (
                     f"✗ {self.name}: case {i} of {len(self.cases)} raised an error.\n"
                     f"  Case: {case.describe}\n"
-                    f"  {type(exc).__name__}: {exc}{where}\n"
+                    f"  {type(exc).__name__}: {exc}{where}{extra}\n"
                     f"{fallback}"), self.reference)
             expected = self.run(self.reference, *copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-            problem = self.compare(expected, got)
-            input_changed = False
+            try:
+                problem = self.compare(expected, got)
+            except Exception as exc:  # an odd return value: said in words, never a checker traceback
+                problem = (f"could not read what your function returned ({_what_came_back(got)}: "
+                           f"{_show(got)}): {type(exc).__name__}: {exc}")
+            input_changed = isinstance(got, InputChanged)
             if problem is None:
-                changed = [k for k, (a, b) in enumerate(zip(case.args, args)) if not _same_input(a, b)]
-                if changed:
+                modified = [k for k, (a, b) in enumerate(zip(case.args, args)) if not _same_input(a, b)]
+                if modified:
                     input_changed = True
                     problem = (f"the answer is right, but your function changed its input "
-                               f"(argument {changed[0] + 1}); work on a copy instead")
+                               f"({_argument_name(fn, modified[0])}); work on a copy instead")
             if problem is not None:
                 # a right answer that modified its input matches no "wrong answer" mistake
-                hint = None if input_changed else self._diagnose(case, got)
+                if input_changed:
+                    hint = None
+                elif self.hint_on_every_case:
+                    hint = self._diagnose(fn)
+                else:
+                    hint = self._diagnose_one(case, got)
                 lines = [f"✗ {self.name}: not right yet (case {i} of {len(self.cases)}).",
                          f"  Case: {case.describe}", f"  {problem}"]
                 if hint:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import torch
 
 from ppo_lib import losses
-from ppo_lib.checks.core import Case, Exercise, Mistake
+from ppo_lib.checks.core import Case, Exercise, InputChanged, Mistake, changed, tracked
 
 
 def _run_loss(fn, logprobs, weights):
-    """Call fn on fresh tensors that track gradients; report loss and both gradients."""
-    lp = torch.tensor(logprobs, dtype=torch.float64, requires_grad=True)
-    w = torch.tensor(weights, dtype=torch.float64, requires_grad=True)
-    loss = fn(lp, w)
+    """Call fn on fresh tensors that track gradients; report loss and both gradients (an in-place change
+    of an input is reported as such)."""
+    lp, lp_given = tracked(logprobs, torch.float64)
+    w, w_given = tracked(weights, torch.float64)
+    loss = fn(lp_given, w_given)
+    for name, given, leaf in (("logprobs", lp_given, lp), ("weights", w_given, w)):
+        if changed(given, leaf):
+            return InputChanged(name)
     if not isinstance(loss, torch.Tensor):
         return {"loss": loss}
     if loss.numel() != 1:
@@ -33,7 +37,10 @@ check_reinforce_loss = Exercise(
     cases=[
         Case(([-0.5], [2.0]), "logprobs=[-0.5], weights=[2.0]"),
         Case(([-0.1, -2.0, -0.7], [1.0, -1.0, 0.5]), "logprobs=[-0.1, -2.0, -0.7], weights=[1.0, -1.0, 0.5]"),
+        Case(([-1.2, -0.3, -2.5, -0.05], [0.5, 3.0, -2.0, 1.5]),
+             "logprobs=[-1.2, -0.3, -2.5, -0.05], weights=[0.5, 3.0, -2.0, 1.5] (a batch of 4)"),
     ],
+    hint_on_every_case=True,
     mistakes=[
         Mistake("sign", lambda lp, w: (lp * w.detach()).mean(),
                 "the sign is flipped: the optimiser *minimises* the loss, and we want to *increase* "

@@ -25,7 +25,12 @@ check_discounted_return = Exercise(
         Case(([1.0] * 5, 1.0), "rewards=[1, 1, 1, 1, 1], gamma=1.0 (no discounting)"),
         Case(([], 0.9), "rewards=[] (an empty episode), gamma=0.9"),
         Case((np.array([0.5, 1.5, -2.0, 4.0]), 0.99), "rewards=np.array([0.5, 1.5, -2.0, 4.0]), gamma=0.99"),
+        Case(([-1.0, 2.0, 0.5, 3.0, -2.0, 1.0], 0.7),
+             "rewards=[-1, 2, 0.5, 3, -2, 1], gamma=0.7 (six steps, mixed signs: every weight matters)"),
+        Case((np.array([2.0, 1.0]), 0.3), "rewards=np.array([2.0, 1.0]), gamma=0.3 (the last reward counts too)"),
     ],
+    # a number must come back (the next cell formats it with f"{G:.4f}"): compare rejects an array of shape (1,)
+    hint_on_every_case=True,
     mistakes=[
         Mistake("undiscounted", lambda r, g: float(np.sum(r)),
                 "that is the plain sum of the rewards: multiply each r_t by gamma**t before adding."),

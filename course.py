@@ -5,6 +5,8 @@
     python3 course.py test [PYTEST ARGS]    set up, then run every test
     python3 course.py book                  set up, then build the static HTML book
     python3 course.py setup                 only create/update the virtual environment
+    python3 course.py doctor                set up, then check it: paste its output when asking for help
+    python3 course.py assignments [ACTION]  nbgrader: build/release, collect, autograde, feedback, export
     python3 course.py sync [--check]        regenerate chapters/ from solutions/ (authors)
 
 Set-up needs nothing but Python >= 3.10 (this file uses only the standard
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("PPO_COURSE_VENV", ROOT / ".venv"))
 TORCH = os.environ.get("PPO_COURSE_TORCH", "torch==2.13.0")
 TORCH_INDEX = os.environ.get("PPO_COURSE_TORCH_INDEX", "")
-EXTRAS = "course,dev,book"
+EXTRAS = "course,dev,book,grading"
 STAMP = VENV / ".ppo-course-installed"
 
 
@@ -82,8 +84,18 @@ def main(argv: list[str]) -> int:
     py = setup()
     if argv[0] == "setup":
         return 0
-    return subprocess.call([str(py), "-m", "ppo_lib.course", *argv], cwd=ROOT)
+    child = subprocess.Popen([str(py), "-m", "ppo_lib.course", *argv], cwd=ROOT)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl+C reached the command too (same process group): let it stop in its own way
+            continue
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("\ncourse.py: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -155,3 +155,101 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (root / "README.md").read_text()
     assert "python3 course.py test" in readme
     assert "exec python3 course.py test" in ci
+
+
+# -- learner_minutes, points, --only -----------------------------------------------------------
+
+
+def test_learner_minutes_and_points_are_optional_validated_and_exposed(tmp_path):
+    entry = "- {id: '01', file: 01_a.py, title: A, budget_s: 10, objectives: [x]%s}"
+    ch = load_book(_write_book(tmp_path, entry % "")).chapters[0]
+    assert ch.learner_minutes is None and ch.points_for("any") == course.DEFAULT_POINTS
+    ch = load_book(_write_book(tmp_path, entry % ", learner_minutes: 45, points: {ex: 3}")).chapters[0]
+    assert ch.learner_minutes == 45.0 and ch.points_for("ex") == 3.0 and ch.points_for("other") == 1.0
+    for bad in ("0", "-3", "'an hour'", "true", ".nan"):
+        with pytest.raises(ManifestError, match=f"learner_minutes=.*positive number of minutes"):
+            load_book(_write_book(tmp_path, entry % f", learner_minutes: {bad}"))
+    with pytest.raises(ManifestError, match="points="):
+        load_book(_write_book(tmp_path, entry % ", points: -1"))
+
+
+def test_select_rejects_unknown_ids_and_an_empty_list_naming_the_valid_ids():
+    assert [c.id for c in BOOK.select(["01", "00"])] == ["00", "01"]
+    assert BOOK.select(None) == BOOK.chapters
+    with pytest.raises(ManifestError, match=r"--only 99: no such chapter.*valid ids: 00, 01"):
+        BOOK.select(["99"])
+    with pytest.raises(ManifestError, match=r"at least one chapter id.*valid ids: 00"):
+        BOOK.select([])
+
+
+def test_book_with_an_unknown_id_touches_nothing_on_disk(tmp_path, capsys):
+    from ppo_lib.course.cli import main
+
+    keep = tmp_path / "src" / "mine.txt"
+    keep.parent.mkdir()
+    keep.write_text("do not delete")
+    assert main(["book", "--only", "99", "--out", str(tmp_path)]) == 2
+    assert "valid ids: 00" in capsys.readouterr().err
+    assert main(["book", "--only", "--out", str(tmp_path)]) == 2
+    assert keep.read_text() == "do not delete"
+
+
+def test_test_command_passes_options_to_pytest(monkeypatch):
+    from ppo_lib.course import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "build_test_notebooks", lambda *a, **k: [])
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd: seen.setdefault("cmd", cmd) and 0)
+    cli.main(["test", "-k", "x", "-x"])
+    assert seen["cmd"][-3:] == ["-k", "x", "-x"]
+
+
+# -- sync never loses a hand edit ---------------------------------------------------------------
+
+
+def _sync_book(tmp_path):
+    root = _write_book(tmp_path, "- {id: '01', file: 01_a.py, title: A, budget_s: 1, objectives: [x]}")
+    (root / "solutions").mkdir()
+    (root / "solutions" / "01_a.py").write_text("x = 1\n### BEGIN SOLUTION\ny = 2\n### END SOLUTION\n")
+    return load_book(root)
+
+
+def test_sync_backs_up_a_hand_edited_chapter_and_says_where(tmp_path):
+    book = _sync_book(tmp_path)
+    chapter = book.chapters[0].chapter_path
+    first = course.sync_chapters(book)
+    assert first == [chapter] and first.backups == {}
+    assert "raise NotImplementedError()" in chapter.read_text()
+    # a regenerated chapter is replaced silently when the solution changes ...
+    book.chapters[0].solution_path.write_text("x = 10\n### BEGIN SOLUTION\ny = 2\n### END SOLUTION\n")
+    second = course.sync_chapters(book)
+    assert second == [chapter] and second.backups == {}
+    # ... but a hand edit is kept in a backup, named in the result
+    chapter.write_text("x = 10\nmy notes\n")
+    book.chapters[0].solution_path.write_text("x = 11\n### BEGIN SOLUTION\ny = 2\n### END SOLUTION\n")
+    third = course.sync_chapters(book)
+    backup = third.backups[chapter]
+    assert backup.read_text() == "x = 10\nmy notes\n"
+    assert chapter.read_text().startswith("x = 11")
+    assert course.sync_chapters(book) == []
+
+
+def test_sync_without_a_stamp_never_drops_a_differing_chapter(tmp_path):
+    book = _sync_book(tmp_path)
+    chapter = book.chapters[0].chapter_path
+    chapter.parent.mkdir()
+    chapter.write_text("an old or edited chapter\n")
+    result = course.sync_chapters(book)
+    assert result.backups[chapter].read_text() == "an old or edited chapter\n"
+
+
+def test_sync_command_names_the_backup(tmp_path, monkeypatch, capsys):
+    from ppo_lib.course import cli
+
+    book = _sync_book(tmp_path)
+    book.chapters[0].chapter_path.parent.mkdir()
+    book.chapters[0].chapter_path.write_text("edited\n")
+    monkeypatch.setattr(cli, "load_book", lambda: book)
+    assert cli.main(["sync"]) == 0
+    out = capsys.readouterr().out
+    assert "edited by hand" in out and "sync-backups" in out

@@ -17,20 +17,25 @@ def discounted_return(rewards: Sequence[float], gamma: float) -> float:
 
     ``rewards``: shape ``(T,)``; ``gamma`` in ``[0, 1]``.
     """
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma={gamma}: must be in [0, 1]")
-    r = np.asarray(rewards, dtype=np.float64)
+    _check_rates(gamma)
+    try:
+        r = np.asarray(rewards, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"rewards={rewards!r}: expected a 1-D sequence of numbers") from None
     if r.ndim != 1:
         raise ValueError(f"rewards: expected a 1-D sequence, got shape {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError(f"rewards: non-finite value {r[~np.isfinite(r)][0]} at index "
+                         f"{int(np.flatnonzero(~np.isfinite(r))[0])}; allowed: finite numbers")
     return float(np.sum(r * gamma ** np.arange(len(r))))
 
 
 def discount_weights(gamma: float, horizon: int) -> np.ndarray:
     r"""The weights :math:`\gamma^t` for ``t = 0 .. horizon-1``."""
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma={gamma}: must be in [0, 1]")
-    if horizon < 0:
-        raise ValueError(f"horizon={horizon}: must be >= 0")
+    from ppo_lib.config import check_number
+
+    _check_rates(gamma)
+    horizon = check_number("horizon", horizon, 0, integer=True)  # 2.5 steps is no horizon
     return gamma ** np.arange(horizon, dtype=np.float64)
 
 
@@ -45,14 +50,20 @@ def discount_weights(gamma: float, horizon: int) -> np.ndarray:
 # Either one ends the episode, so sums over the future stop there (the trace is cut).
 
 
-def _t(x, dtype=torch.float32) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=dtype)
+def _t(x, dtype=torch.float32, name: str = "input") -> torch.Tensor:
+    try:
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name}={x!r}: expected an array of numbers (a list, NumPy array or tensor)") from None
 
 
 def _check_finite(name: str, x: torch.Tensor) -> None:
     if not torch.isfinite(x).all():
+        from ppo_lib.losses import NonFiniteError
+
         idx = torch.nonzero(~torch.isfinite(x))[0].tolist()
-        raise ValueError(f"{name}: non-finite value {x[tuple(idx)].item()} at index {idx}")
+        raise NonFiniteError(f"{name}: non-finite value {x[tuple(idx)].item()} at index {idx}; "
+                             f"allowed: finite numbers")
 
 
 def _check_shape(name: str, x: torch.Tensor, shape: tuple, like: str = "rewards") -> None:
@@ -61,10 +72,11 @@ def _check_shape(name: str, x: torch.Tensor, shape: tuple, like: str = "rewards"
 
 
 def _check_rates(gamma: float, lam: float | None = None) -> None:
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma={gamma}: must be in [0, 1]")
-    if lam is not None and not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam={lam}: must be in [0, 1]")
+    from ppo_lib.config import check_number
+
+    check_number("gamma", gamma, 0, 1)
+    if lam is not None:
+        check_number("lam", lam, 0, 1)
 
 
 def reward_to_go(rewards, dones, gamma: float) -> torch.Tensor:
@@ -77,7 +89,7 @@ def reward_to_go(rewards, dones, gamma: float) -> torch.Tensor:
     :func:`complete_episode_mask`.
     """
     _check_rates(gamma)
-    r, d = _t(rewards), _t(dones, torch.bool)
+    r, d = _t(rewards, name="rewards"), _t(dones, torch.bool, "dones")
     if r.shape != d.shape:
         raise ValueError(f"rewards {tuple(r.shape)} and dones {tuple(d.shape)} must have the same shape")
     _check_finite("rewards", r)
@@ -103,8 +115,11 @@ def bootstrap_values(values, last_value, terminated, truncated, final_values) ->
     - ``final_values[t]`` (V of the true final observation) if it was truncated;
     - otherwise ``V(s_{t+1})``: ``values[t+1]``, or ``last_value`` for the last step.
     """
-    v, last = _t(values), _t(last_value)
-    term, trunc, final = _t(terminated, torch.bool), _t(truncated, torch.bool), _t(final_values)
+    v, last = _t(values, name="values"), _t(last_value, name="last_value")
+    term, trunc = _t(terminated, torch.bool, "terminated"), _t(truncated, torch.bool, "truncated")
+    final = _t(final_values, name="final_values")
+    for name, x in (("values", v), ("last_value", last), ("final_values", final)):
+        _check_finite(name, x)
     _check_shape("last_value", last, v.shape[1:], "one step of values")
     for name, x in (("terminated", term), ("truncated", trunc), ("final_values", final)):
         _check_shape(name, x, v.shape, "values")
@@ -120,8 +135,10 @@ def td_errors(rewards, values, next_values, gamma: float) -> torch.Tensor:
     (:func:`bootstrap_values`).
     """
     _check_rates(gamma)
-    r, v, nv = _t(rewards), _t(values), _t(next_values)
+    r, v, nv = _t(rewards, name="rewards"), _t(values, name="values"), _t(next_values, name="next_values")
     _check_finite("rewards", r)
+    _check_finite("values", v)
+    _check_finite("next_values", nv)
     _check_shape("values", v, r.shape)
     _check_shape("next_values", nv, r.shape)
     return r + gamma * nv - v
@@ -140,7 +157,7 @@ def gae(rewards, values, next_values, dones, gamma: float, lam: float) -> torch.
     """
     _check_rates(gamma, lam)
     delta = td_errors(rewards, values, next_values, gamma)
-    d = _t(dones, torch.bool)
+    d = _t(dones, torch.bool, "dones")
     if d.shape != delta.shape:
         raise ValueError(f"dones {tuple(d.shape)} and rewards {tuple(delta.shape)} must have the same shape")
     adv = torch.zeros_like(delta)

@@ -37,8 +37,22 @@ def run_episode(env, policy: Callable[[np.ndarray], object] | None = None, seed:
                 max_steps: int = 1000) -> Episode:
     """Run one episode. ``policy(obs) -> action``; None means uniformly random
     actions (the action space is seeded too, so a seed gives the same episode)."""
-    if max_steps < 1:
-        raise ValueError(f"max_steps={max_steps}: must be >= 1")
+    from ppo_lib.config import check_number, check_seed
+
+    max_steps = check_number("max_steps", max_steps, 1, integer=True)
+    if seed is not None:
+        seed = check_seed(seed)
+    if isinstance(env, str):
+        raise TypeError(f"env={env!r}: expected an environment object; pass gymnasium.make({env!r})")
+    if not (hasattr(env, "reset") and hasattr(env, "step") and hasattr(env, "action_space")):
+        raise TypeError(f"env: expected a Gymnasium environment (with reset and step), got a {type(env).__name__}")
+    if policy is not None and (not callable(policy) or hasattr(policy, "agent") or hasattr(policy, "policy")
+                               or hasattr(policy, "greedy")):
+        hint = ("`lambda obs: int(agent.greedy(torch.as_tensor(obs).unsqueeze(0))[0])` with `agent = result.agent`"
+                if hasattr(policy, "agent") or hasattr(policy, "policy") or hasattr(policy, "greedy") else
+                "a function obs -> action")
+        raise TypeError(f"policy: got a {type(policy).__name__}; expected None (random actions) or a function "
+                        f"obs -> action, e.g. {hint}")
     obs, _ = env.reset(seed=seed)
     if policy is None:
         env.action_space.seed(seed)

@@ -88,6 +88,57 @@ class SameStepCartPoleVec(CartPoleVectorEnv):
         return obs, reward, terminated, truncated, infos
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class CheckedEnv(gym.Wrapper):
+    """Wraps an env made by a learner's factory: the usual mistakes of a custom env
+    (the old gym API, observations of the wrong shape, NaN) get an error that says
+    which env and what is allowed, not a traceback from inside the vector env.
+    Attributes of the learner's env stay reachable through the wrapper."""
+
+    def __init__(self, env: gym.Env, name: str):
+        super().__init__(env)
+        self._name = name
+
+    def __getattr__(self, attr):
+        if attr.startswith("_") or attr == "env":
+            raise AttributeError(attr)
+        return getattr(self.env, attr)
+
+    def _check_obs(self, obs, where: str) -> None:
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Box) and np.shape(obs) != space.shape:
+            raise ValueError(f"env {self._name}: {where} returned an observation of shape {np.shape(obs)}, but its "
+                             f"observation_space {space} has shape {space.shape}: they must agree")
+        if isinstance(space, gym.spaces.Box):
+            arr = np.asarray(obs)
+            if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+                raise ValueError(f"env {self._name}: {where} returned a non-finite observation {arr.tolist()}; "
+                                 f"observations must be finite numbers")
+
+    def reset(self, **kwargs):
+        out = self.env.reset(**kwargs)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"env {self._name}: reset() returned {type(out).__name__}"
+                            f"{f' of {len(out)} values' if isinstance(out, tuple) else ''}; a Gymnasium env's "
+                            f"reset(seed=None, options=None) must return (obs, info) -- an old gym env returns "
+                            f"obs only")
+        self._check_obs(out[0], "reset()")
+        return out
+
+    def step(self, action):
+        out = self.env.step(action)
+        if not (isinstance(out, tuple) and len(out) == 5):
+            n = len(out) if isinstance(out, tuple) else None
+            old = " (obs, reward, done, info): the old gym API" if n == 4 else ""
+            raise TypeError(f"env {self._name}: step() returned {n if n is not None else type(out).__name__} "
+                            f"values{old}; a Gymnasium env's step must return 5 values: "
+                            f"(obs, reward, terminated, truncated, info)")
+        self._check_obs(out[0], "step()")
+        return out
+
+
 #: Environments that have a fast NumPy-vectorised version (used when ``vectorized`` is not False).
 VECTORISED = {"CartPole-v1": lambda n, max_steps: SameStepCartPoleVec(
     n, max_episode_steps=500 if max_steps is None else max_steps)}
@@ -104,11 +155,20 @@ class VecEnv:
 
     def __init__(self, env: EnvSpec, num_envs: int = 1, seed: int = 0, max_episode_steps: int | None = None,
                  vectorized: bool | None = None):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        from ppo_lib.config import check_seed
+
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}: must be an integer >= 1")
-        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer))
+        if num_envs > 100_000:
+            raise ValueError(f"num_envs={num_envs!r}: must be an integer >= 1 and at most 100000 (each copy is a "
+                             f"whole environment)")
+        if max_episode_steps is not None and (isinstance(max_episode_steps, bool) or
+                                              not isinstance(max_episode_steps, (int, np.integer))
                                               or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps={max_episode_steps!r}: must be None or an integer >= 1")
+        if vectorized is not None and not isinstance(vectorized, (bool, np.bool_)):
+            raise TypeError(f"vectorized={vectorized!r}: must be None, True or False")
+        seed = check_seed(seed)
         self.vectorized = bool(vectorized if vectorized is not None else env in VECTORISED) \
             if isinstance(env, str) else False
         if self.vectorized and env not in VECTORISED:
@@ -125,14 +185,24 @@ class VecEnv:
             kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
             factory = lambda: gym.make(env_id, **kwargs)  # noqa: E731
             self.name = env_id
+        elif isinstance(env, gym.Env) or hasattr(env, "single_action_space"):
+            raise TypeError(f"env={env!r}: got an environment object; expected a Gymnasium id (e.g. "
+                            f"'CartPole-v1') or a function that makes a new env (e.g. lambda: MyEnv()), "
+                            f"since each of the num_envs copies needs its own")
         elif callable(env):
-            factory = env
-            self.name = getattr(env, "__name__", "custom env")
-            if max_episode_steps is not None:
-                inner = env
-                factory = lambda: gym.wrappers.TimeLimit(inner(), max_episode_steps)  # noqa: E731
+            name = getattr(env, "__name__", "custom env")
+            self.name = name
+
+            def factory(make=env, name=name):
+                made = make()
+                if not isinstance(made, gym.Env):
+                    raise TypeError(f"env: the factory {name} returned {made!r} (a {type(made).__name__}); it must "
+                                    f"return a new gymnasium.Env, e.g. lambda: gym.make('CartPole-v1')")
+                made = CheckedEnv(made, name)
+                return made if max_episode_steps is None else gym.wrappers.TimeLimit(made, max_episode_steps)
         else:
-            raise TypeError(f"env={env!r}: expected a Gymnasium id or a function returning an Env")
+            raise TypeError(f"env={env!r}: expected a Gymnasium id or a function returning an Env "
+                            f"(e.g. 'CartPole-v1' or lambda: MyEnv())")
         if not self.vectorized:
             self.envs = gym.vector.SyncVectorEnv([factory] * int(num_envs), autoreset_mode=AutoresetMode.SAME_STEP)
         self.num_envs = int(num_envs)
@@ -153,12 +223,26 @@ class VecEnv:
         return obs
 
     def step(self, actions: np.ndarray) -> StepResult:
+        n = np.shape(actions)[0] if np.ndim(actions) else None
+        if n != self.num_envs:
+            raise ValueError(f"actions: {n if n is not None else 'a single value'} given, but this VecEnv has "
+                             f"num_envs={self.num_envs}: pass one action per env (shape ({self.num_envs}, ...))")
         obs, reward, terminated, truncated, infos = self.envs.step(actions)
         reward = np.asarray(reward, dtype=np.float64)
         if not np.all(np.isfinite(reward)):
             bad = np.flatnonzero(~np.isfinite(reward))
             raise ValueError(f"{self.name}: env(s) {bad.tolist()} returned a non-finite reward "
                              f"{reward[bad].tolist()} at env step {self.total_steps}")
+        if np.any(np.abs(reward) > _FLOAT32_MAX):
+            bad = np.flatnonzero(np.abs(reward) > _FLOAT32_MAX)
+            raise ValueError(f"{self.name}: env(s) {bad.tolist()} returned the reward {reward[bad].tolist()} at env "
+                             f"step {self.total_steps}: finite, but beyond float32's range "
+                             f"(|r| <= {_FLOAT32_MAX:.3g}), "
+                             f"where training computes; scale the env's rewards down")
+        if np.asarray(obs).dtype.kind == "f" and not np.all(np.isfinite(obs)):
+            bad = np.flatnonzero(~np.isfinite(np.asarray(obs).reshape(self.num_envs, -1)).all(axis=1))
+            raise ValueError(f"{self.name}: env(s) {bad.tolist()} returned a non-finite observation at env step "
+                             f"{self.total_steps}: observations must be finite numbers")
         done = terminated | truncated
         final_obs = np.array(obs, copy=True)
         if done.any():

@@ -16,12 +16,37 @@ class RunningMeanStd:
     """Mean and variance of a stream of batches (Chan et al.'s parallel update)."""
 
     def __init__(self, shape: tuple = (), epsilon: float = 1e-4):
+        from ppo_lib.config import check_number
+
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+            shape = (int(shape),)
+        if not isinstance(shape, (tuple, list)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise TypeError(f"shape={shape!r}: expected a tuple of sizes, e.g. (4,) or ()")
+        check_number("epsilon", epsilon, 0, low_open=True)
         self.mean = np.zeros(shape, dtype=np.float64)
         self.var = np.ones(shape, dtype=np.float64)
         self.count = epsilon  # a tiny prior count: the first batch dominates at once
 
     def update(self, batch: np.ndarray) -> None:
-        batch = np.asarray(batch, dtype=np.float64)
+        """Add a batch of samples, shape ``(B, *shape)``; one sample of ``shape`` is a batch of one."""
+        try:
+            batch = np.asarray(batch, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"batch: expected an array of numbers of shape (B, *{self.mean.shape}), "
+                            f"got a {type(batch).__name__}") from None
+        if batch.shape == self.mean.shape:
+            batch = batch[None]  # a single observation, not a batch of scalars
+        if batch.ndim != self.mean.ndim + 1 or batch.shape[1:] != self.mean.shape:
+            raise ValueError(f"batch: shape {batch.shape}; allowed: (B, *{self.mean.shape}) -- a batch of samples "
+                             f"of shape {self.mean.shape} -- or one sample of shape {self.mean.shape}")
+        if batch.shape[0] == 0:
+            return  # nothing to learn from an empty batch
+        if not np.all(np.isfinite(batch)):
+            # one NaN would poison the statistics for good: refuse it before it gets in
+            raise ValueError(f"batch: non-finite value {batch[~np.isfinite(batch)][0]} at index "
+                             f"{np.argwhere(~np.isfinite(batch))[0].tolist()}; the running statistics accept "
+                             f"finite numbers only")
         b_mean, b_var, b_count = batch.mean(axis=0), batch.var(axis=0), batch.shape[0]
         delta = b_mean - self.mean
         total = self.count + b_count
@@ -47,6 +72,13 @@ class NormalizedVecEnv:
 
     def __init__(self, venv: VecEnv, normalize_obs: bool = True, reward_gamma: float | None = None,
                  clip: float = 10.0):
+        from ppo_lib.config import check_number
+
+        if not isinstance(normalize_obs, (bool, np.bool_)):
+            raise TypeError(f"normalize_obs={normalize_obs!r}: must be True or False")
+        if reward_gamma is not None:
+            check_number("reward_gamma", reward_gamma, 0, 1)  # > 1: the discounted return grows without bound
+        check_number("clip", clip, 0, low_open=True)
         self.venv, self.clip = venv, clip
         self.obs_rms = RunningMeanStd(venv.single_observation_space.shape) if normalize_obs else None
         self.ret_rms = RunningMeanStd(()) if reward_gamma is not None else None

@@ -11,6 +11,8 @@ from ppo_lib.train import History
 
 def curve_on_grid(history: History, grid: np.ndarray, window: int = 20) -> np.ndarray:
     """The smoothed episode return at each env step of ``grid`` (NaN before the first episode)."""
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a History (e.g. `result.history`), got a {type(history).__name__}")
     y = history.smoothed_returns(window)
     x = np.asarray(history.episode_steps, dtype=float)
     if len(x) == 0:
@@ -24,6 +26,15 @@ def curve_on_grid(history: History, grid: np.ndarray, window: int = 20) -> np.nd
 def learning_curves(ax, runs: Mapping[str, Sequence[History]], window: int = 20, points: int = 200,
                     threshold: float | None = None, title: str | None = None):
     """Mean (line) and min..max over seeds (band) of the smoothed return, per label."""
+    from ppo_lib.config import check_number
+
+    window = check_number("window", window, 1, integer=True)
+    points = check_number("points", points, 2, integer=True)
+    if not isinstance(runs, Mapping):
+        raise TypeError(f"runs: expected a dict {{label: [History, ...]}}, got a {type(runs).__name__}")
+    for label, hs in runs.items():
+        if isinstance(hs, History) or not all(isinstance(h, History) for h in hs) or not len(hs):
+            raise TypeError(f"runs[{label!r}]: expected a non-empty list of History objects (one per seed)")
     end = max((h.total_steps for hs in runs.values() for h in hs), default=1)
     grid = np.linspace(0, end, points)
     for label, histories in runs.items():

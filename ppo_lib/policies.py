@@ -48,8 +48,40 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, out_gain: float
 def _obs_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return int(space.shape[0])
-    raise TypeError(f"observation space {space}: only flat Box observations are supported "
-                    f"(wrap the env with gymnasium.wrappers.FlattenObservation)")
+    if isinstance(space, gym.spaces.Box) and len(space.shape) >= 2:
+        raise TypeError(f"observation_space: observation space {space}: image-like observations of shape "
+                        f"{space.shape} are not supported; allowed: a 1-D Box (these policies are MLPs). "
+                        f"Flatten them with gymnasium.wrappers.FlattenObservation, or use a CNN library")
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        raise TypeError(f"observation_space: observation space {space}: {type(space).__name__} observations are "
+                        f"not supported; allowed: a 1-D Box. Wrap the env with gymnasium.wrappers.FlattenObservation")
+    raise TypeError(f"observation_space: observation space {space}: {type(space).__name__} observations are not "
+                    f"supported; allowed: a 1-D Box (e.g. gymnasium.wrappers.FlattenObservation turns Discrete and "
+                    f"MultiDiscrete ones into one)")
+
+
+def check_spaces(observation_space, action_space, who: str = "ActorCritic") -> None:
+    """Clear errors for what is often passed instead of two Gymnasium spaces."""
+    for name, space in (("observation_space", observation_space), ("action_space", action_space)):
+        if isinstance(space, str) or isinstance(space, gym.Env) or hasattr(space, "single_action_space"):
+            raise TypeError(f"{who}: {name}={space!r} is an environment, not a space; pass "
+                            f"env.observation_space, env.action_space (for a VecEnv: env.single_observation_space, "
+                            f"env.single_action_space)")
+        if not isinstance(space, gym.Space):
+            raise TypeError(f"{who}: {name}={space!r}: expected a gymnasium space, got a {type(space).__name__}")
+    if isinstance(observation_space, gym.spaces.Discrete) and isinstance(action_space, gym.spaces.Box) \
+            and len(action_space.shape) == 1:
+        raise TypeError(f"{who}: observation_space={observation_space} and action_space={action_space}: did you "
+                        f"swap them? The order is ({who}(observation_space, action_space))")
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        raise TypeError(f"{who}: action_space: action space {action_space}: MultiDiscrete actions are not "
+                        f"supported; allowed: Discrete(n) or a 1-D Box")
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)) or \
+            (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1):
+        raise TypeError(f"{who}: action_space: action space {action_space}: {type(action_space).__name__} actions"
+                        f"{' of shape ' + str(action_space.shape) if isinstance(action_space, gym.spaces.Box) else ''}"
+                        f" are not supported; allowed: Discrete(n) or a 1-D Box")
+    _obs_dim(observation_space)
 
 
 def _net(obs_dim, hidden, out_dim, gain, ortho, body):
@@ -129,6 +161,7 @@ class ActorCritic(nn.Module):
                  hidden: Sequence[int] = (64, 64), critic: bool = True, ortho_init: bool = True,
                  shared: bool = False):
         super().__init__()
+        check_spaces(observation_space, action_space, "ActorCritic")
         obs_dim = _obs_dim(observation_space)
         if shared and (not critic or not hidden):
             raise ValueError("shared=True needs a critic and at least one hidden layer")
@@ -168,7 +201,8 @@ class ActorCritic(nn.Module):
         a = actions.cpu().numpy()
         if self.continuous:
             return np.clip(a, self.action_space.low, self.action_space.high)
-        return a.astype(np.int64)
+        # Discrete(n, start=s): the network's outputs 0..n-1 stand for s..s+n-1
+        return a.astype(np.int64) + int(self.action_space.start)
 
     @torch.no_grad()
     def greedy(self, obs: torch.Tensor) -> torch.Tensor:

@@ -52,9 +52,18 @@ def collect_rollout(venv: VecEnv, policy: ActorCritic, T: int, obs: np.ndarray) 
         raise ValueError(f"T={T}: the rollout length must be >= 1")
     N = venv.num_envs
     space = policy.action_space
-    buf_obs = torch.zeros((T, N, *np.shape(obs)[1:]))
-    buf_act = torch.zeros((T, N, *space.shape)) if policy.continuous else torch.zeros((T, N), dtype=torch.long)
-    buf_logp, buf_val, buf_rew, buf_final = (torch.zeros((T, N)) for _ in range(4))
+    if np.ndim(obs) != 1 + len(policy.observation_space.shape) or np.shape(obs)[0] != N:
+        raise ValueError(f"obs: shape {np.shape(obs)}; allowed: ({N}, ...), one observation per env "
+                         f"(num_envs={N}), as returned by venv.reset()")
+    try:
+        buf_obs = torch.zeros((T, N, *np.shape(obs)[1:]))
+        buf_act = torch.zeros((T, N, *space.shape)) if policy.continuous else torch.zeros((T, N), dtype=torch.long)
+        buf_logp, buf_val, buf_rew, buf_final = (torch.zeros((T, N)) for _ in range(4))
+    except (RuntimeError, MemoryError):
+        size = T * N * (int(np.prod(np.shape(obs)[1:])) + 8) * 4
+        raise MemoryError(f"rollout_steps={T} x num_envs={N}: a rollout of {T * N:,} steps needs about "
+                          f"{size / 2**30:.1f} GiB, more than this machine can allocate; lower rollout_steps "
+                          f"or num_envs") from None
     buf_term = torch.zeros((T, N), dtype=torch.bool)
     buf_trunc = torch.zeros((T, N), dtype=torch.bool)
     last_value = torch.zeros(N)

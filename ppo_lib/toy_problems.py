@@ -90,6 +90,10 @@ class ChoiceSequence:
 
 def estimator_statistics(problem: ChoiceSequence, theta: torch.Tensor, n: int = 20_000, seed: int = 0) -> dict:
     """Mean, bias and total variance of each estimator over n sampled episodes."""
+    from ppo_lib.config import check_number, check_seed
+
+    n = check_number("n", n, 2, integer=True)  # a variance needs two samples
+    seed = check_seed(seed)
     actions, rewards = problem.sample(theta, n, seed)
     truth = problem.true_gradient(theta)
     out = {"true_gradient": truth}
@@ -116,8 +120,11 @@ class RandomWalk:
     Entering the right end pays +1, every other step 0."""
 
     def __init__(self, n_states: int = 9, p_right: float = 0.5, gamma: float = 0.95):
-        if n_states < 1:
-            raise ValueError(f"n_states={n_states}: must be >= 1")
+        from ppo_lib.config import check_number
+
+        n_states = check_number("n_states", n_states, 1, 10_000, integer=True)
+        p_right = check_number("p_right", p_right, 0, 1)
+        gamma = check_number("gamma", gamma, 0, 1)
         self.n, self.p, self.gamma = n_states, p_right, gamma
         self.start = (n_states + 1) // 2
         self.v_true = self._solve_values()
@@ -145,6 +152,10 @@ class RandomWalk:
 
     def sample(self, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
         """Concatenated episodes: s, a, r, s_next, done, each of shape (total steps,)."""
+        from ppo_lib.config import check_number, check_seed
+
+        episodes = check_number("episodes", episodes, 1, integer=True)
+        seed = check_seed(seed)
         rng = np.random.default_rng(seed)
         S, Acts, S2 = [], [], []
         for _ in range(episodes):
@@ -182,6 +193,9 @@ class GAEStudy:
 def critic_with_error(walk: RandomWalk, error: float = 1.0) -> np.ndarray:
     """A critic between the truth (``error=0``) and a badly wrong one (``error=1``:
     it gets the slope of V backwards, ``-0.5 V + 0.2``); terminals stay 0."""
+    from ppo_lib.config import check_number
+
+    error = check_number("error", error, 0, 1)
     bad = -0.5 * walk.v_true + 0.2
     v = walk.v_true + error * (bad - walk.v_true)
     v[0] = v[-1] = 0.0
@@ -190,6 +204,12 @@ def critic_with_error(walk: RandomWalk, error: float = 1.0) -> np.ndarray:
 
 def gae_study(walk: RandomWalk, v_hat: np.ndarray, lambdas, episodes: int = 300, seed: int = 0) -> GAEStudy:
     """GAE(gamma, lambda) on one fixed batch of episodes, against the true advantages."""
+    lam_array = np.asarray(lambdas, dtype=float)
+    if lam_array.ndim != 1 or len(lam_array) == 0 or not np.all((lam_array >= 0) & (lam_array <= 1)):
+        raise ValueError(f"lambdas={lambdas!r}: allowed: a non-empty list of numbers in [0, 1]")
+    if np.shape(v_hat) != walk.v_true.shape:
+        raise ValueError(f"v_hat: shape {np.shape(v_hat)}; allowed: {walk.v_true.shape}, one value per state "
+                         f"(e.g. critic_with_error(walk, error))")
     batch = walk.sample(episodes, seed)
     s, a, done = batch["s"], batch["a"], batch["done"]
     values = v_hat[s]

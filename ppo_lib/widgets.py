@@ -23,6 +23,20 @@ from matplotlib.figure import Figure
 from ppo_lib.advantages import discount_weights, discounted_return
 
 
+def _in_slider_range(name: str, value, low: float, high: float) -> float:
+    """A slider's initial value: a number within the slider's range, else a clear error."""
+    from ppo_lib.config import check_number
+
+    return float(check_number(name, value, low, high))
+
+
+def _in_options(name: str, value, options) -> Any:
+    if not any(value == o for o in options):
+        raise ValueError(f"{name}={value!r}: not one of the slider's options; allowed: "
+                         f"{', '.join(map(repr, options))}")
+    return value
+
+
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -121,6 +135,8 @@ class DiscountView:
 def discount_view(gamma: float, rewards: Sequence[float] = SAMPLE_REWARDS) -> DiscountView:
     """What the gamma widget shows, computed without any frontend."""
     r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim != 1 or len(r) == 0:
+        raise ValueError(f"rewards: shape {r.shape}; allowed: a non-empty 1-D sequence of rewards")
     w = discount_weights(gamma, len(r))
     horizon = float("inf") if gamma >= 1.0 else 1.0 / (1.0 - gamma)
     return DiscountView(float(gamma), np.arange(len(r)), w, r, w * r, np.cumsum(w * r),
@@ -157,6 +173,8 @@ def describe_discount(view: DiscountView) -> str:
 def gamma_widget(gamma: float = 0.9, rewards: Sequence[float] = SAMPLE_REWARDS) -> LiveFigure:
     """A slider for gamma; the figure shows gamma**t and the discounted rewards."""
     import ipywidgets as widgets
+
+    gamma = _in_slider_range("gamma", gamma, 0.0, 1.0)  # the slider would clamp it silently
 
     slider = widgets.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.01, description="gamma",
                                  readout_format=".2f", continuous_update=True,
@@ -215,6 +233,10 @@ def lambda_widget(make_study, lambdas, errors=(0.0, 0.25, 0.5, 0.75, 1.0), lam: 
     import ipywidgets as widgets
 
     lambdas = [float(x) for x in lambdas]
+    if not lambdas:
+        raise ValueError("lambdas=[]: give at least one lambda in [0, 1]")
+    lam = _in_slider_range("lam", lam, 0.0, 1.0)
+    error = _in_options("error", error, [float(e) for e in errors])
     lam_slider = widgets.SelectionSlider(options=[(f"{x:.2f}", x) for x in lambdas],
                                          value=min(lambdas, key=lambda x: abs(x - lam)), description="lambda",
                                          continuous_update=True, layout=widgets.Layout(width="60%"))
@@ -242,6 +264,9 @@ def training_widget(run_fn, options: Sequence, value, name: str, draw, describe=
     import ipywidgets as widgets
 
     pairs = [o if isinstance(o, tuple) else (f"{o:g}", o) for o in options]
+    if not pairs:
+        raise ValueError(f"options=[]: give at least one setting for {name}")
+    _in_options("value", value, [v for _, v in pairs])
     slider = widgets.SelectionSlider(options=pairs, value=value, description=name, continuous_update=False,
                                      style={"description_width": "initial"}, layout=widgets.Layout(width="60%"))
     return LiveFigure({name: slider}, lambda **kw: run_fn(kw[name]), draw, describe, figsize=figsize, cache=True)
@@ -307,6 +332,7 @@ def describe_clip(view: ClipView) -> str:
 def clip_widget(eps: float = 0.2) -> LiveFigure:
     import ipywidgets as widgets
 
+    eps = _in_slider_range("eps", eps, 0.05, 0.5)  # the slider's range: it would clamp anything else
     slider = widgets.FloatSlider(value=eps, min=0.05, max=0.5, step=0.05, description="epsilon",
                                  readout_format=".2f", continuous_update=True, layout=widgets.Layout(width="60%"))
     return LiveFigure({"eps": slider}, clip_view, draw_clip, describe_clip, figsize=(10.0, 3.6))

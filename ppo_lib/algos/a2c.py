@@ -19,10 +19,11 @@ import torch
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_hidden, check_range
+from ppo_lib.config import check_config, check_flag, check_hidden, check_range, validated
 from ppo_lib.losses import normalize, policy_gradient_loss, value_loss
 
 
+@validated
 @dataclasses.dataclass
 class A2CConfig:
     gamma: float = 0.99
@@ -46,11 +47,12 @@ class A2CConfig:
         check_range(self, "value_coef", 0)
         check_range(self, "entropy_coef", 0)
         check_range(self, "max_grad_norm", 0)
+        check_flag(self, "normalize_advantages")
 
 
 class A2C(Algorithm):
     def __init__(self, observation_space, action_space, config: A2CConfig | None = None, seed: int = 0):
-        super().__init__(observation_space, action_space, config or A2CConfig(), seed)
+        super().__init__(observation_space, action_space, check_config(config, A2CConfig, "A2C"), seed)
 
     def update(self, rollout) -> dict[str, float]:
         c = self.config

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ppo_lib.policies import ActorCritic
+from ppo_lib.config import check_seed
+from ppo_lib.policies import ActorCritic, check_spaces
 
 
 class Algorithm:
@@ -15,6 +16,8 @@ class Algorithm:
     uses_critic = True
 
     def __init__(self, observation_space, action_space, config, seed: int = 0):
+        check_spaces(observation_space, action_space, type(self).__name__)
+        seed = check_seed(seed)
         self.config = config
         torch.manual_seed(seed)  # the same seed gives the same initial weights
         self.policy = ActorCritic(observation_space, action_space, hidden=config.hidden, critic=self.uses_critic,
@@ -24,6 +27,26 @@ class Algorithm:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr,
                                           eps=getattr(config, "adam_eps", 1e-8), foreach=True)
         self.n_updates = 0
+        self._built_with = self._structure()
+        self._built_lr = config.lr
+
+    def _structure(self) -> dict:
+        c = self.config
+        return {"hidden": c.hidden, "ortho_init": getattr(c, "ortho_init", True),
+                "shared_network": getattr(c, "shared_network", False), "baseline": getattr(c, "baseline", None)}
+
+    def check_config_unchanged(self) -> None:
+        """Called when training starts: settings baked into the network at construction
+        cannot change afterwards; a changed learning rate is applied to the optimiser."""
+        now = self._structure()
+        changed = [f"{k}: {self._built_with[k]!r} -> {now[k]!r}" for k in now if now[k] != self._built_with[k]]
+        if changed:
+            raise ValueError(f"config changed after {type(self).__name__} was built ({'; '.join(changed)}): "
+                             f"the network already has its shape; build a new {type(self).__name__} with this config")
+        if self.config.lr != self._built_lr:  # config.lr = ... after construction: the learner means it
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr
+            self._built_lr = self.config.lr
 
     @property
     def rollout_steps(self) -> int:

@@ -26,7 +26,7 @@ import torch
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_choice, check_hidden, check_range
+from ppo_lib.config import check_choice, check_config, check_flag, check_hidden, check_range, validated, warn_ignored
 from ppo_lib.losses import (approx_kl, clipped_surrogate, clipped_value_loss, kl_penalty_surrogate, normalize,
                             value_loss)
 
@@ -40,6 +40,7 @@ def adaptive_kl_beta(beta: float, kl: float, kl_target: float) -> float:
     return beta
 
 
+@validated
 @dataclasses.dataclass
 class PPOConfig:
     """Defaults are the PPO paper's (its MuJoCo settings, Table 3)."""
@@ -92,6 +93,12 @@ class PPOConfig:
         check_range(self, "adam_eps", 0, low_open=True)
         if self.target_kl is not None:
             check_range(self, "target_kl", 0, low_open=True)
+        for flag in ("adaptive_beta", "clip_value", "normalize_advantages", "anneal_lr", "anneal_clip",
+                     "normalize_obs", "scale_rewards", "ortho_init", "shared_network", "bootstrap_truncation"):
+            check_flag(self, flag)
+        if self.variant != "penalty":
+            warn_ignored(self, ("beta", "kl_target", "adaptive_beta"), f"with variant={self.variant!r} "
+                         f"(they set the KL penalty of variant='penalty')")
         if self.variant == "penalty" and self.adaptive_beta and self.beta == 0:
             raise ValueError("beta=0: with variant='penalty' and adaptive_beta=True, beta must be > 0 "
                              "(doubling or halving 0 leaves it 0 for ever)")
@@ -117,7 +124,7 @@ PENDULUM_PRESET = dict(num_envs=4, rollout_steps=512, minibatch_size=64, gamma=0
 
 class PPO(Algorithm):
     def __init__(self, observation_space, action_space, config: PPOConfig | None = None, seed: int = 0):
-        super().__init__(observation_space, action_space, config or PPOConfig(), seed)
+        super().__init__(observation_space, action_space, check_config(config, PPOConfig, "PPO"), seed)
         self.beta = self.config.beta
         self.progress = 0.0
         self._generator = torch.Generator().manual_seed(seed)

@@ -19,15 +19,17 @@ to bootstrap from.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
 from ppo_lib.advantages import complete_episode_mask, reward_to_go
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_hidden, check_range
+from ppo_lib.config import check_config, check_flag, check_hidden, check_range, validated, warn_ignored
 from ppo_lib.losses import normalize, policy_gradient_loss, value_loss
 
 
+@validated
 @dataclasses.dataclass
 class ReinforceConfig:
     gamma: float = 0.99
@@ -48,11 +50,15 @@ class ReinforceConfig:
         check_range(self, "num_envs", 1, integer=True)
         check_range(self, "value_coef", 0)
         check_range(self, "max_grad_norm", 0)
+        check_flag(self, "baseline")
+        check_flag(self, "normalize_weights")
+        if not self.baseline:
+            warn_ignored(self, ("value_coef",), "with baseline=False (there is no value function to fit)")
 
 
 class REINFORCE(Algorithm):
     def __init__(self, observation_space, action_space, config: ReinforceConfig | None = None, seed: int = 0):
-        config = config or ReinforceConfig()
+        config = check_config(config, ReinforceConfig, "REINFORCE")
         self.uses_critic = config.baseline
         super().__init__(observation_space, action_space, config, seed)
 
@@ -61,6 +67,9 @@ class REINFORCE(Algorithm):
         returns = reward_to_go(rollout.rewards, rollout.dones, c.gamma)      # (T, N)
         mask = complete_episode_mask(rollout.dones)                          # (T, N)
         if not mask.any():
+            warnings.warn(f"REINFORCE skipped an update: no episode ended within rollout_steps={c.rollout_steps} "
+                          f"steps, and without a critic an unfinished episode has no return yet. Make "
+                          f"rollout_steps at least as long as an episode.", RuntimeWarning, stacklevel=2)
             return {"skipped": 1.0, "used_steps": 0.0}
         obs, actions, G = rollout.obs[mask], rollout.actions[mask], returns[mask]
         logp, entropy, values = self.policy.evaluate(obs, actions)

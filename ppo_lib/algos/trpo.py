@@ -30,7 +30,7 @@ import torch
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_hidden, check_range
+from ppo_lib.config import check_config, check_hidden, check_range, validated
 from ppo_lib.losses import normalize, value_loss
 
 
@@ -90,6 +90,7 @@ def fisher_vector_product(actor, obs: torch.Tensor, old_params: torch.Tensor, v:
     return flat_grad(grad_kl @ v, params) + damping * v
 
 
+@validated
 @dataclasses.dataclass
 class TRPOConfig:
     delta: float = 0.01              # the KL radius of the trust region
@@ -126,7 +127,7 @@ class TRPOConfig:
 
 class TRPO(Algorithm):
     def __init__(self, observation_space, action_space, config: TRPOConfig | None = None, seed: int = 0):
-        super().__init__(observation_space, action_space, config or TRPOConfig(), seed)
+        super().__init__(observation_space, action_space, check_config(config, TRPOConfig, "TRPO"), seed)
         self.optimizer = torch.optim.Adam(self.policy.critic.parameters(), lr=self.config.lr)
         self._generator = torch.Generator().manual_seed(seed)
 

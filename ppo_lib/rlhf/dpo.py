@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.config import check_range
+from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, frozen_copy, response_logprobs, response_mask
 from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
@@ -93,6 +93,7 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int = lang.P
     return (logps * response_mask(tokens[:, prompt_len:])).sum(dim=1)
 
 
+@validated
 @dataclasses.dataclass
 class DPOConfig:
     """DPO's settings. Each default names its source."""
@@ -173,7 +174,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     and returns what was done; any other error re-raises with the partial result attached
     as ``error.partial_result``.
     """
-    config = config or DPOConfig()
+    config = check_config(config, DPOConfig, "train_dpo")
     if not isinstance(sft, PretrainResult):
         raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
     _check_pairs(pairs)

@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ppo_lib.config import check_choice, check_range
+from ppo_lib.config import check_choice, check_config, check_range, validated
 from ppo_lib.losses import clipped_surrogate
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
@@ -154,6 +154,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     return -objective, info
 
 
+@validated
 @dataclasses.dataclass
 class GRPOConfig:
     """GRPO / RLOO on tokens. Each default names its source."""
@@ -273,7 +274,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
     Ctrl+C (or a callback returning True) stops early and returns what was done;
     any other error re-raises with the partial result attached as ``error.partial_result``.
     """
-    config = config or GRPOConfig()
+    config = check_config(config, GRPOConfig, "train_grpo")
     if not isinstance(sft, PretrainResult):
         raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
     if not isinstance(reward, RewardModelResult):

@@ -248,6 +248,13 @@ def generate(model: GPT, prompts, max_new_tokens: int = lang.MAX_RESPONSE_LEN, t
     distribution sampled from, so they equal a teacher-forced forward pass at the same
     temperature (:func:`response_logprobs`); a test proves it.
     """
+    if not isinstance(model, nn.Module):  # e.g. the PretrainResult instead of its model
+        attr = next((a for a in ("model", "policy") if isinstance(getattr(model, a, None), GPT)), None)
+        hint = f"pass `result.{attr}`" if attr else "pass the GPT itself, e.g. `sft.model`"
+        raise TypeError(f"model: expected a GPT, got a {type(model).__name__}; {hint}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator={generator!r}: expected None or a torch.Generator "
+                        f"(e.g. torch.Generator().manual_seed(0))")
     temperature = check_temperature(temperature)
     device = next(model.parameters()).device
     x = prompt_batch(prompts, device)

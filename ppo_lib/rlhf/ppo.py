@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ppo_lib.config import check_choice, check_range
+from ppo_lib.config import check_choice, check_config, check_range, validated
 from ppo_lib.losses import clipped_surrogate, clipped_value_loss
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
@@ -39,6 +39,7 @@ from ppo_lib.rlhf.reward_model import RewardModelResult, score
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
 
+@validated
 @dataclasses.dataclass
 class RLHFConfig:
     """PPO on tokens. Each default names its source."""
@@ -201,7 +202,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
     ``rewards_fn`` and ``whiten_fn`` let a chapter plug in the learner's own per-token rewards
     and masked whitening (same signatures as the library's).
     """
-    config = config or RLHFConfig()
+    config = check_config(config, RLHFConfig, "train_ppo")
     if not isinstance(sft, PretrainResult):
         raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
     if not isinstance(reward, RewardModelResult):

@@ -13,12 +13,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.config import check_range
+from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, GPTConfig, generate, resolve_device
 
 
+@validated
 @dataclasses.dataclass
 class PretrainConfig:
     n_texts: int = 20_000
@@ -57,7 +58,7 @@ def lm_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
 def pretrain(config: PretrainConfig | None = None, device: str = "auto", progress: bool = True,
              use_cache: bool = True) -> PretrainResult:
     """Train the tiny GPT on ``config.n_texts`` sampled strings (or load it from the cache)."""
-    config = config or PretrainConfig()
+    config = check_config(config, PretrainConfig, "pretrain")
     dev = resolve_device(device)
     settings = dataclasses.asdict(config)
     model = GPT(config.model)

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.config import check_range
+from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate
 from ppo_lib.rlhf.pretrain import PretrainResult, _bar
 
 
+@validated
 @dataclasses.dataclass
 class RewardConfig:
     n_pairs: int = 1000
@@ -116,7 +117,7 @@ class RewardModelResult:
 def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, progress: bool = True,
                        use_cache: bool = True) -> RewardModelResult:
     """Fit a reward model on ``config.n_pairs`` labelled pairs of ``sft``'s samples (or load it)."""
-    config = config or RewardConfig()
+    config = check_config(config, RewardConfig, "train_reward_model")
     if not isinstance(sft, PretrainResult):
         raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
     lm = sft.model

@@ -211,11 +211,16 @@ def _move_and_check(page, readout_text: str, handle_index: int, presses: int, ex
         handle.press("ArrowRight")
     page.wait_for_function("([el, text]) => el.innerText.includes(text)", arg=[element, expect_text],
                            timeout=timeout_ms)
-    after_image = element.query_selector(".widget-output img")
+    def current_src():
+        # query anew each time: the Output widget may replace its <img> element after the
+        # readout changed, and a handle taken before that would keep the old picture
+        img = element.query_selector(".widget-output img")
+        return img.get_attribute("src") if img else before
+
     deadline = time.monotonic() + 30
-    while after_image.get_attribute("src") == before and time.monotonic() < deadline:
+    while current_src() == before and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert after_image.get_attribute("src") != before, f"{shot}: the plot did not change"
+    assert current_src() != before, f"{shot}: the plot did not change"
     page.screenshot(path=str(SHOTS / f"{shot}_after.png"))
 
 

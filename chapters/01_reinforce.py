@@ -16,6 +16,8 @@
 # The simplest policy-gradient method: play some episodes, then make each action more
 # likely in proportion to the reward that followed it.
 #
+# **Your time:** about 75 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Derive the policy-gradient theorem with the log-derivative trick.
@@ -86,7 +88,9 @@ SEEDS = [0, 1, 2]
 #    Subtracting a baseline keeps the estimate unbiased; a good one, $b(s) \approx V(s)$,
 #    makes it much less noisy.
 #
-# $$\nabla_\theta J \approx \frac1B \sum_{b} \nabla_\theta \log \pi_\theta(a_b \mid s_b)\,\big(\hat G_b - b(s_b)\big).$$
+# $$\nabla_\theta J \approx \frac1B \sum_{i=1}^{B} \nabla_\theta \log \pi_\theta(a_i \mid s_i)\,\big(\hat G_i - b(s_i)\big),$$
+#
+# where $i$ runs over the $B$ steps of a batch and $b(\cdot)$ is the baseline.
 
 # %% [markdown]
 # ### Exercise 1.1 — the reward-to-go
@@ -169,7 +173,7 @@ plt.show()
 # Autograd computes gradients of a loss, so we write a *surrogate* loss whose gradient
 # is the (negated) policy gradient estimate:
 #
-# $$L(\theta) = -\frac1B \sum_b \log \pi_\theta(a_b|s_b)\; \Psi_b .$$
+# $$L(\theta) = -\frac1B \sum_i \log \pi_\theta(a_i|s_i)\; \Psi_i .$$
 #
 # Write `reinforce_loss(logprobs, weights)`: both are torch tensors of shape `(B,)`;
 # return a scalar tensor. The weights $\Psi$ (returns or advantages) are constants for
@@ -212,7 +216,14 @@ print("autograd of the surrogate loss == the policy-gradient estimate")
 # Read it in `ppo_lib/algos/reinforce.py`: it is 20 lines.
 #
 # We train three seeds, with and without a learned value baseline, for 30 000 steps
-# each (about 20 s in all).
+# each (about 20 s in all). The learned baseline is a small network $V_\phi(s)$ fitted
+# by regression to the reward-to-go; here it is only a baseline, subtracted from
+# $\hat G_t$. Chapter 2 turns such a value network into a *critic* that also
+# bootstraps, and explains it properly; for now, treat it as a black box.
+#
+# The dotted line is CartPole-v1's "solved" threshold: an average return of **475**
+# over 100 consecutive episodes (Gymnasium's `spec.reward_threshold`; the 195 often
+# quoted belongs to the older CartPole-v0, whose episodes end at 200 steps).
 
 # %%
 env = gym.make("CartPole-v1")
@@ -228,8 +239,13 @@ trained_agent = result.agent
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.5))
-learning_curves(ax, runs, threshold=195, title="REINFORCE on CartPole-v1")
+SOLVED = gym.spec("CartPole-v1").reward_threshold
+assert SOLVED == 475, SOLVED
+learning_curves(ax, runs, threshold=SOLVED, title="REINFORCE on CartPole-v1")
 plt.show()
+for label, histories in runs.items():
+    reached = [h.first_step_reaching(SOLVED) for h in histories]
+    print(f"{label:27s} first reached {SOLVED:g} (mean of 20 episodes) at: {[r if r else 'never' for r in reached]}")
 
 # %% [markdown]
 # The curves rise from the random policy's ~20 towards the 500-step limit. The band

@@ -18,6 +18,8 @@
 # **critic** $V_\phi(s)$, that predicts that sum — and uses the prediction both as a
 # baseline and as a stand-in for the rewards it has not seen yet.
 #
+# **Your time:** about 60 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Explain how a learned value function serves as a baseline and as a bootstrap.
@@ -63,15 +65,29 @@ SEEDS = [0, 1, 2]
 # policy gradient instead of $\hat G_t - b(s_t)$. The price is bias: where the critic is
 # wrong, so is $\delta_t$. Chapter 3 shows how to dial between the two.
 #
-# The critic itself is trained by regression on targets built the same way,
-# $\min_\phi \tfrac12 (V_\phi(s_t) - \hat R_t)^2$.
+# The critic itself is trained by regression, $\min_\phi \tfrac12 (V_\phi(s_t) - \hat R_t)^2$,
+# on a **value target** $\hat R_t$ built the same way: the simplest is the one-step
+# target $\hat R_t = r_t + \gamma V_\phi(s_{t+1})$, held fixed (no gradient flows
+# through it); in general $\hat R_t = \hat A_t + V_\phi(s_t)$ for whatever advantage
+# estimate $\hat A_t$ we use (a one-step one here, an n-step one in A2C below, GAE in
+# chapter 3).
 
 # %% [markdown]
 # ### Exercise 2.1 — TD errors
 #
 # Write `td_errors(rewards, values, next_values, gamma)` for NumPy arrays of shape
-# `(T,)` or `(T, N)`: $\delta_t = r_t + \gamma\,\mathrm{next\_values}_t - \mathrm{values}_t$.
-# `next_values[t]` is the value of whatever follows step t — the next exercise builds it.
+# `(T,)` or `(T, N)`. `values[t]` is the critic's $V_\phi(s_t)$ and `next_values[t]`
+# is the value of whatever follows step t (the next exercise builds it, with all the
+# episode-end rules folded in, so you need no done mask here).
+#
+# Work it out from the Bellman equation rather than copying the display: what did the
+# critic *predict* at $s_t$, and what does one observed reward plus the critic's own
+# estimate of the rest say instead? Your function must not loop: it has to work
+# unchanged for one environment `(T,)` and for N of them `(T, N)`.
+#
+# *Think first:* on the endless "+1 every step" task used below, where no action
+# changes anything, what would every $\delta_t$ be if the critic were exact? And if the
+# critic said 0 everywhere? The cell after the checker tests your predictions.
 
 # %% nbgrader={"grade": false, "grade_id": "td_errors", "locked": false, "schema_version": 3, "solution": true}
 def td_errors(rewards, values, next_values, gamma):
@@ -81,6 +97,21 @@ def td_errors(rewards, values, next_values, gamma):
 
 # %%
 td_errors = check_td_errors(td_errors)
+
+# %%
+# Your prediction, tested: the endless +1 task below has V = 1/(1 - gamma) = 10 for gamma = 0.9.
+exact = np.full(5, 10.0)
+deltas_exact = td_errors(np.ones(5), exact, exact, 0.9)
+deltas_zero_critic = td_errors(np.ones(5), np.zeros(5), np.zeros(5), 0.9)
+print("exact critic:    ", deltas_exact, "\ncritic that says 0:", deltas_zero_critic)
+assert np.allclose(deltas_exact, 0.0) and np.allclose(deltas_zero_critic, 1.0)
+
+# %% [markdown]
+# With an exact critic and deterministic dynamics, $\delta_t$ *is* the advantage
+# $Q(s_t,a_t) - V(s_t)$ of the action taken; on a task where actions change nothing,
+# every advantage, hence every TD error, is 0: nothing to learn, correctly. A critic
+# that knows nothing ($V \equiv 0$) turns $\delta_t$ into the raw reward: no baseline
+# and no bootstrap at all.
 
 # %% [markdown]
 # ## What follows the last step of an episode?
@@ -98,8 +129,11 @@ td_errors = check_td_errors(td_errors)
 # - **The end of the batch**: the episode goes on, so bootstrap from the value of the
 #   observation after the batch, `last_value`.
 #
-# (CleanRL's PPO and Spinning Up treat truncation as termination; Stable-Baselines3
-# fixed it in its issue 633. Below we *measure* what that mistake costs.)
+# (CleanRL's PPO treats truncation as termination: it ORs the two flags. Spinning Up
+# bootstraps in two places only, when an episode reaches *its own* `max_ep_len` and
+# when the epoch's buffer ends; a time limit signalled by the environment itself
+# (Gym's `TimeLimit` wrapper setting `done`) is treated as a termination.
+# Stable-Baselines3 fixed it in its issue 633. Below we *measure* what that mistake costs.)
 
 # %% [markdown]
 # ### Exercise 2.2 — bootstrap values
@@ -188,17 +222,22 @@ print(f"agree on a CartPole batch with {int(batch.terminated.sum())} termination
 # A2C runs N environments for a few steps (here 8 x 5), computes the advantages from
 # the TD errors and the bootstrap rules above, and takes one step on
 #
-# $$L = -\frac1B\sum_b \log\pi_\theta(a_b|s_b)\,\hat A_b \;+\; c_v\,\frac1B\sum_b \tfrac12\big(V_\phi(s_b) - \hat R_b\big)^2 \;-\; c_e\,\mathcal H[\pi_\theta],$$
+# $$L = -\frac1B\sum_i \log\pi_\theta(a_i|s_i)\,\hat A_i \;+\; c_v\,\frac1B\sum_i \tfrac12\big(V_\phi(s_i) - \hat R_i\big)^2 \;-\; c_e\,\mathcal H[\pi_\theta],$$
 #
-# policy loss, value loss and an optional entropy bonus. With `gae_lambda=1` (the
-# default here) $\hat A_t$ is the discounted sum of rewards up to the end of the
+# policy loss, value loss and an optional entropy bonus, with $\hat R_i = \hat A_i + V_\phi(s_i)$.
+# Here $\hat A_t$ is the discounted sum of rewards up to the end of the
 # 5-step window plus the bootstrapped value, minus $V(s_t)$: an n-step advantage.
+# (`A2CConfig` has a knob `gae_lambda` that chooses between such estimates; chapter 3
+# explains it. Its value here, 1, gives exactly the n-step advantage just described.)
 # The code is `ppo_lib/algos/a2c.py`.
 #
-# Same budget as REINFORCE in chapter 1: 30 000 steps, three seeds.
+# Same budget as REINFORCE in chapter 1: 30 000 steps, three seeds. The dotted line is
+# again CartPole-v1's solved threshold, 475 (chapter 1).
 
 # %%
 env = gym.make("CartPole-v1")
+SOLVED = gym.spec("CartPole-v1").reward_threshold
+assert SOLVED == 475
 runs = {"REINFORCE": [], "A2C": []}
 for seed in SEEDS:
     reinforce = REINFORCE(env.observation_space, env.action_space, ReinforceConfig(), seed=seed)
@@ -207,13 +246,13 @@ for seed in SEEDS:
     runs["A2C"].append(train(a2c, "CartPole-v1", 30_000, seed=seed).history)
     for label in runs:
         h = runs[label][-1]
-        first = h.first_step_reaching(195)
-        print(f"{label:9s} seed {seed}: 195 reached at {first if first else '-':>6} steps; "
+        first = h.first_step_reaching(SOLVED)
+        print(f"{label:9s} seed {seed}: {SOLVED:g} reached at {first if first else '-':>6} steps; "
               f"last 20 episodes {np.mean(h.episode_returns[-20:]):6.1f}; {h.wall_time:.1f} s")
 
 # %%
 fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(11, 3.6))
-learning_curves(ax, runs, threshold=195, title="same budget, CartPole-v1")
+learning_curves(ax, runs, threshold=SOLVED, title="same budget, CartPole-v1")
 h = runs["A2C"][0]
 smoothed = np.convolve(h.diagnostics["value_loss"], np.ones(25) / 25, mode="valid")
 ax_d.plot(h.update_steps[24:], smoothed, label="value loss (mean of 25 updates)")

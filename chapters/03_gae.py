@@ -17,6 +17,8 @@
 # calm and biased by the critic's mistakes. GAE is a single knob, $\lambda$, that slides
 # between the two. PPO uses it with $\lambda = 0.95$.
 #
+# **Your time:** about 75 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Write the k-step advantage estimates and GAE as their exponentially weighted average.
@@ -67,6 +69,30 @@ torch.set_num_threads(1)
 # $\hat A_t = \delta_t + \gamma\lambda\,(1 - \mathrm{done}_t)\,\hat A_{t+1}$. As before, a done
 # (termination *or* truncation) cuts the sum — the next row belongs to another episode
 # — while the bootstrap rules of chapter 2 live inside $\delta_t$ through `next_values`.
+#
+# The weights $(1-\lambda)\lambda^{k-1}$ sum to 1 over $k \ge 1$; this is how they spread
+# over the horizons $k$ (the mean horizon is $1/(1-\lambda)$ steps):
+
+# %%
+ks = np.arange(1, 61)
+fig, ax = plt.subplots(figsize=(7, 3))
+for lam_shown in (0.5, 0.9, 0.95, 0.99):
+    weights = (1 - lam_shown) * lam_shown ** (ks - 1)
+    assert abs(weights.sum() + lam_shown ** ks[-1] - 1.0) < 1e-12  # the tail beyond k=60 holds the rest
+    ax.plot(ks, weights, marker=".", ms=3, label=f"lambda={lam_shown:g} (mean horizon {1 / (1 - lam_shown):g})")
+ax.set_xlabel("k (steps looked ahead before trusting V)")
+ax.set_ylabel("weight of the k-step estimate")
+ax.set_title("GAE's weights $(1-\\lambda)\\lambda^{k-1}$")
+ax.legend(fontsize="small")
+plt.show()
+
+# %% [markdown]
+# In a finite batch the sum stops at the end of the segment, where it bootstraps from
+# the critic. So even $\lambda = 1$ is "Monte-Carlo" only up to the segment's end: for a
+# step $t$ whose episode is still running when the batch stops, $\hat A_t$ still ends
+# with $\gamma^{T-t} V(s_T)$ and inherits the critic's error there, discounted by the
+# distance to the end. Only the steps of episodes that *terminate* inside the batch get
+# a truly unbiased estimate.
 
 # %% [markdown]
 # ### Exercise 3.1 — GAE
@@ -186,6 +212,8 @@ normalize_advantages = check_normalize_advantages(normalize_advantages)
 env = gym.make("CartPole-v1")
 LAMBDAS = [0.0, 0.5, 0.9, 0.95, 1.0]
 lambda_runs = {}
+SOLVED = gym.spec("CartPole-v1").reward_threshold  # CartPole-v1 is solved at 475 (195 is v0's)
+assert SOLVED == 475
 
 
 def train_with_lambda(lam):
@@ -202,7 +230,7 @@ def draw_lambda_runs(lam, fig):
     for label, hs in others.items():
         h = hs[0]
         ax.plot(h.episode_steps, h.smoothed_returns(), color="lightgray", lw=1)
-    learning_curves(ax, {f"lambda={lam:g}": [lambda_runs[lam]]}, threshold=195,
+    learning_curves(ax, {f"lambda={lam:g}": [lambda_runs[lam]]}, threshold=SOLVED,
                     title="A2C + GAE on CartPole-v1 (others in gray)")
     keys = sorted(lambda_runs)
     finals = [np.mean(lambda_runs[k].episode_returns[-20:]) for k in keys]
@@ -215,8 +243,8 @@ def draw_lambda_runs(lam, fig):
 for lam in LAMBDAS:
     train_with_lambda(lam)
 lambda_trainer = training_widget(train_with_lambda, LAMBDAS, value=0.95, name="lambda", draw=draw_lambda_runs,
-                                 describe=lambda lam: f"<b>lambda = {lam:g}</b>: reached 195 at "
-                                 f"{lambda_runs[lam].first_step_reaching(195) or 'never'} steps")
+                                 describe=lambda lam: f"<b>lambda = {lam:g}</b>: reached {SOLVED:g} at "
+                                 f"{lambda_runs[lam].first_step_reaching(SOLVED) or 'never'} steps")
 display(lambda_trainer)
 
 # %% [markdown]

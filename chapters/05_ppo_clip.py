@@ -18,6 +18,8 @@
 # probability ratio far from 1 stops paying off. Then it can safely reuse each batch for
 # several epochs of ordinary minibatch SGD.
 #
+# **Your time:** about 90 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Compute the probability ratio between the new and the old policy from log-probabilities.
@@ -25,16 +27,19 @@
 # - Assemble PPO's full loss (clipped policy term, value loss, entropy bonus) and its epochs-of-minibatches loop.
 # - Read PPO's diagnostics: approximate KL, clip fraction, explained variance.
 # - Train PPO on CartPole-v1 for several clip ranges and see what removing the clipping does.
+# - Write PPO's whole update yourself, check it against the library's on the same seed and batch, and train it on CartPole-v1.
 
 # %%
 import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
-from ppo_lib.algos import CARTPOLE_PRESET, PPO, PPOConfig
-from ppo_lib.checks import check_clipped_surrogate, check_probability_ratio
+from ppo_lib.advantages import rollout_advantages
+from ppo_lib.algos import CARTPOLE_FAST_PRESET, CARTPOLE_PRESET, PPO, PPOConfig
+from ppo_lib.checks import check_clipped_surrogate, check_ppo_update, check_probability_ratio
+from ppo_lib.losses import approx_kl, normalize, value_loss
 from ppo_lib.losses import clipped_surrogate as library_clipped_surrogate
 from ppo_lib.plots import learning_curves
 from ppo_lib.train import train
@@ -59,8 +64,18 @@ env = gym.make("CartPole-v1")
 # %% [markdown]
 # ### Exercise 5.1 — the probability ratio
 #
-# Write `probability_ratio(logp_new, logp_old)` for torch tensors of log-probabilities.
-# Work in log space: it is numerically safe where probabilities are tiny.
+# Write `probability_ratio(logp_new, logp_old)` for torch tensors of log-probabilities
+# (any shape; the checker also differentiates through it).
+#
+# You are given *log*-probabilities, not probabilities, on purpose: a continuous policy's
+# density, or the probability of a 20-token sentence, can be $10^{-40}$ or $10^{40}$, and a
+# quotient of two such numbers overflows or divides by 0. Find the form that never
+# leaves log space until the last operation. Only one of the two arguments should carry
+# a gradient in PPO: which one, and does your function need to care?
+#
+# *Think before the next cell runs:* at the start of an update, $\theta = \theta_{old}$.
+# What is every $r_t$, and what is $\nabla_\theta\, \hat{\mathbb E}[r_t \hat A_t]$ there, compared
+# with the policy gradient of chapter 1?
 
 # %% nbgrader={"grade": false, "grade_id": "probability_ratio", "locked": false, "schema_version": 3, "solution": true}
 def probability_ratio(logp_new, logp_old):
@@ -70,6 +85,21 @@ def probability_ratio(logp_new, logp_old):
 
 # %%
 probability_ratio = check_probability_ratio(probability_ratio)
+
+# %%
+# Your answer, tested: at theta = theta_old the surrogate's gradient IS the policy gradient,
+# because grad r = r * grad log pi and r = 1 there.
+torch.manual_seed(0)
+toy_policy = torch.nn.Linear(4, 2)
+toy_obs, toy_adv = torch.randn(32, 4), torch.randn(32)
+toy_actions = torch.randint(0, 2, (32,))
+toy_logp = torch.distributions.Categorical(logits=toy_policy(toy_obs)).log_prob(toy_actions)
+surrogate_grad = torch.autograd.grad((probability_ratio(toy_logp, toy_logp.detach()) * toy_adv).mean(),
+                                     toy_policy.weight, retain_graph=True)[0]
+pg_grad = torch.autograd.grad((toy_logp * toy_adv).mean(), toy_policy.weight)[0]
+assert torch.allclose(surrogate_grad, pg_grad, atol=1e-6)
+print("at theta_old: ratio == 1 everywhere, and the surrogate's gradient == the policy gradient "
+      f"(largest difference {float((surrogate_grad - pg_grad).abs().max()):.1e})")
 
 # %% [markdown]
 # ## The clipped objective
@@ -83,6 +113,33 @@ probability_ratio = check_probability_ratio(probability_ratio)
 # objective *pessimistic*: if an earlier minibatch already moved $r_t$ the wrong way
 # (say $r_t < 1-\epsilon$ for a good action), the unclipped term is the smaller one and its
 # gradient pulls $r_t$ back. Clipping only ever removes incentives to move away.
+#
+# All six cases in one table, computed below by the library's `clipped_surrogate` and
+# autograd for one sample with $\epsilon = 0.2$ (so $1-\epsilon = 0.8$, $1+\epsilon = 1.2$):
+
+# %%
+six_cases = []
+for where, r_value in (("r < 1-eps", 0.6), ("inside", 1.0), ("r > 1+eps", 1.5)):
+    for a_value in (1.0, -1.0):
+        r = torch.tensor([r_value], requires_grad=True)
+        objective = library_clipped_surrogate(r, torch.tensor([a_value]), 0.2)
+        (grad,) = torch.autograd.grad(objective, r)
+        six_cases.append({"ratio": where, "advantage": "A > 0" if a_value > 0 else "A < 0",
+                          "objective": f"{float(objective):+.2f}", "d objective / d r": f"{float(grad):+.1f}",
+                          "what it does": ("no gradient: clipped" if float(grad) == 0
+                                           else "pulls r back towards 1" if where != "inside"
+                                           else "normal policy-gradient push")})
+rows = ["| " + " | ".join(c.values()) + " |" for c in six_cases]
+display(Markdown("\n".join(["| ratio | advantage | objective | d objective / d r | what it does |",
+                             "|---|---|---|---|---|", *rows])))
+zero_grad = {(c["ratio"], c["advantage"]) for c in six_cases if float(c["d objective / d r"]) == 0}
+assert zero_grad == {("r < 1-eps", "A < 0"), ("r > 1+eps", "A > 0")}
+
+# %% [markdown]
+# Exactly two of the six cases have no gradient: a good action already made at least
+# $1+\epsilon$ times likelier, and a bad action already made at most $1-\epsilon$ times as
+# likely. In the other two cases outside the range the objective is the *unclipped*
+# $r_t \hat A_t$ (the min picks it), so the gradient pulls the ratio back.
 
 # %% [markdown]
 # ### Exercise 5.2 — the clipped surrogate
@@ -141,13 +198,123 @@ print(f"L_CLIP on 1000 random samples: {float(clipped_surrogate(ratio, adv, 0.2)
 # 3. diagnostics: the approximate KL between old and new policy (two estimators: $k_1 =
 #    \hat{\mathbb E}[\log\pi_{old} - \log\pi_\theta]$, unbiased but can be negative, and $k_3 =
 #    \hat{\mathbb E}[(r-1) - \log r]$, unbiased and never negative), the **clip fraction** (share
-#    of samples with $|r - 1| > \epsilon$), and the explained variance of the critic.
+#    of samples with $|r - 1| > \epsilon$), and the **explained variance** of the critic,
 #
-# Read it top to bottom in `ppo_lib/algos/ppo.py`; the paper's defaults are in `PPOConfig`:
+#    $$\mathrm{EV} = 1 - \frac{\mathrm{Var}[\hat R - V]}{\mathrm{Var}[\hat R]},$$
+#
+#    the share of the value targets' variance that the critic's predictions account for:
+#    1 is a perfect critic, 0 is no better than predicting the mean, negative is worse
+#    than that. It should be computed with the values the critic predicted *during the
+#    rollout*, before the update fits them to these very targets (as CleanRL and
+#    Stable-Baselines3 do); computed after the update, on the training batch, it
+#    measures the fit to data the critic has just been trained on, and is inflated.
+#
+# The whole data flow of one update:
+
+# %%
+fig, ax = plt.subplots(figsize=(11, 2.6))
+ax.axis("off")
+boxes = [(0.02, "rollout\n$\\pi_{old}$ acts in N envs\nfor T steps:\n$s, a, r$, done, $\\log\\pi_{old}$, $V_{old}$"),
+         (0.24, "GAE (chapter 3)\n$\\hat A_t$, targets\n$\\hat R_t = \\hat A_t + V_{old}(s_t)$\ncomputed once"),
+         (0.46, "K epochs x\nshuffled minibatches of M:\nratio, $L^{CLIP}$, value loss,\nentropy; one Adam step each\n(grad norm clipped)"),
+         (0.70, "diagnostics\napprox. KL, clip fraction,\nexplained variance, entropy\n(optionally: stop the epochs\nonce KL > target)"),
+         (0.90, "$\\pi_{new}$\nbecomes\n$\\pi_{old}$")]
+for x, text in boxes:
+    ax.text(x, 0.5, text, ha="left", va="center", fontsize=8.5, transform=ax.transAxes,
+            bbox=dict(boxstyle="round,pad=0.5", fc="aliceblue", ec="tab:blue"))
+for x0, x1 in ((0.185, 0.235), (0.405, 0.455), (0.655, 0.695), (0.865, 0.895)):
+    ax.annotate("", xy=(x1, 0.5), xytext=(x0, 0.5), xycoords="axes fraction", arrowprops=dict(arrowstyle="->"))
+ax.annotate("", xy=(0.06, 0.12), xytext=(0.93, 0.12), xycoords="axes fraction",
+            arrowprops=dict(arrowstyle="->", connectionstyle="arc3,rad=-0.15", color="gray"))
+ax.text(0.5, 0.0, "next update: collect fresh data with the new policy (the old batch is thrown away)",
+        ha="center", transform=ax.transAxes, fontsize=8, color="gray")
+ax.set_title("one PPO update: B = T x N samples, used K times in B / M minibatches per epoch")
+plt.show()
+
+# %% [markdown]
+# Read it top to bottom in `ppo_lib/algos/ppo.py`. `PPOConfig`'s defaults do not all
+# come from one place, and "the paper's defaults" would be wrong for several of them.
+# Here is each with its true source, and the range in which tuned values usually land.
+# The ranges are the course's design brief's summary of published configurations
+# (the PPO paper's Tables 3-5, rl-baselines3-zoo, the searches of Andrychowicz et al.
+# 2021); they are where to look first, not bounds.
+#
+# | knob | `PPOConfig` | where the default comes from | typical range |
+# |---|---|---|---|
+# | clip $\epsilon$ | 0.2 | PPO paper, section 6.1 (best in Table 1) | 0.1 - 0.3 |
+# | discount $\gamma$ | 0.99 | PPO paper, Table 3 (MuJoCo) | 0.95 - 0.999 |
+# | GAE $\lambda$ | 0.95 | PPO paper, Table 3 | 0.9 - 0.99 |
+# | learning rate | 3e-4 | PPO paper, Table 3 (Adam) | 1e-5 - 5e-4 (CartPole's tuned 1e-3 is above it) |
+# | horizon T (x N envs) | 2048 x 1 | PPO paper, Table 3 | 128 - 4096 per env |
+# | epochs K | 10 | PPO paper, Table 3 | 3 - 30 |
+# | minibatch M | 64 | PPO paper, Table 3 | 32 - 4096 |
+# | value coefficient $c_1$ | 1.0 on $\tfrac12(V-\hat R)^2$ | ours; equals 0.5 on the unhalved $(V-\hat R)^2$. The paper's MuJoCo runs use separate networks (its $c_1$ then does not apply); on Atari it shares one and uses $c_1 = 1$ (Table 5) | 0.5 - 1 |
+# | entropy coefficient $c_2$ | 0 | PPO paper, MuJoCo (no entropy bonus); Atari uses 0.01 | 0 - 0.01 |
+# | gradient-norm clip | 0.5 | OpenAI baselines' `ppo2`, not the paper | 0.5 - 1 |
+# | Adam $\epsilon$ | 1e-5 | OpenAI baselines' `ppo2` (PyTorch's default is 1e-8) | |
+# | target KL (early stop) | off | off in the paper and in baselines; Spinning Up stops at 1.5 x 0.01 | 0.01 - 0.05 |
+# | advantage normalisation | per minibatch | OpenAI baselines' `ppo2` (not in the paper) | |
+#
+# ("The paper's defaults" is a common shorthand for this mix, and a wrong one for
+# several of its rows.) And the CartPole preset the experiments below use,
+# rl-baselines3-zoo's tuned values:
 
 # %%
 print(PPOConfig())
 print("CartPole preset (rl-baselines3-zoo's tuned values):", CARTPOLE_PRESET)
+
+# %% [markdown]
+# How much does each knob matter? `benchmarks/sensitivity.py` measured it on CartPole-v1:
+# starting from the fast CartPole preset, each knob is set to three values across its
+# typical range (the others stay at the preset), five seeds each, 30 000 steps. The
+# score is the mean training return (how fast it learns); the bars are 95% bootstrap
+# intervals over the seeds, the gray line the preset's value. (Pendulum is not swept
+# yet; the file says so.)
+
+# %%
+import json  # noqa: E402
+
+from ppo_lib.course import REPO_ROOT  # noqa: E402
+
+sensitivity = json.loads((REPO_ROOT / "benchmarks" / "results" / "sensitivity.json").read_text())
+print(f"from sensitivity.json: `{sensitivity['command']}`, {sensitivity['date']}")
+
+
+def seed_ci(values, n_resamples=10_000, seed=0):
+    x = np.asarray(values, dtype=float)
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
+    return np.quantile(means, [0.025, 0.975])
+
+
+fig, axes = plt.subplots(1, len(sensitivity["sweeps"]), figsize=(15, 2.8), sharey=True)
+spread = {}
+for ax, (knob, values) in zip(axes, sensitivity["sweeps"].items()):
+    means, lows, highs = [], [], []
+    for v in values:
+        scores = [r["mean_training_return"] for r in sensitivity["runs"] if r["knob"] == knob and r["value"] == v]
+        lo, hi = seed_ci(scores)
+        means.append(np.mean(scores)), lows.append(lo), highs.append(hi)
+    xs = np.arange(len(values))
+    ax.errorbar(xs, means, yerr=[np.subtract(means, lows), np.subtract(highs, means)], marker="o", capsize=3)
+    ax.set_xticks(xs, [f"{v:g}" for v in values])
+    if sensitivity["preset"].get(knob) in values:
+        ax.axvline(values.index(sensitivity["preset"][knob]), color="gray", lw=1)
+    ax.set_title(knob, fontsize="small")
+    spread[knob] = max(means) - min(means)
+axes[0].set_ylabel("mean training return")
+fig.suptitle("PPO on CartPole-v1: one knob at a time (5 seeds, 95% intervals)", fontsize="small")
+plt.tight_layout()
+plt.show()
+print("range of the mean score across each knob's three values: "
+      + ", ".join(f"{k} {v:.0f}" for k, v in sorted(spread.items(), key=lambda kv: -kv[1])))
+
+# %% [markdown]
+# The printout ranks the knobs by how far their three values move the mean score on this
+# task; compare each range with the width of the intervals before believing it. These
+# are one task, one budget and one starting point: a knob that barely matters here can
+# matter a lot elsewhere (Andrychowicz et al. 2021 found the learning rate among the most
+# important choices on MuJoCo), which is why
+# the ranges in the table are where to *start* a search, not answers.
 
 # %% [markdown]
 # ## Experiment: the clip range in a real run
@@ -235,16 +402,109 @@ assert max(eps_runs[0.0].diagnostics["kl"]) > 5 * max(eps_runs[0.2].diagnostics[
 # same weights. That is why implementations also watch the approximate KL and can stop
 # the epochs early (`PPOConfig(target_kl=...)`).
 #
+# ## Capstone: write the whole PPO update
+#
+# Until now the update has been prose and a pointer to `ppo.py`. Now you write it, all of
+# it, and the checker runs your function and the library's `PPO.update` from the same
+# weights, the same Adam state, the same rollout and the same random generator, and
+# compares the parameters afterwards: they must be the same.
+#
+# ### Exercise 5.3 — `ppo_update(policy, optimizer, rollout, config, generator)`
+#
+# The inputs: `policy` is an `ActorCritic` (`policy.actor.distribution(obs)`,
+# `policy.actor.log_prob(dist, actions)`, `policy.actor.entropy(dist)`,
+# `policy.value(obs)`); `optimizer` is its Adam; `rollout` holds tensors of shape
+# `(T, N, ...)` (`obs`, `actions`, `logprobs` $= \log\pi_{old}$, `values` $= V_{old}$, ...);
+# `config` is a `PPOConfig`; `generator` is a `torch.Generator` for the shuffles. You may
+# use the library's pieces you have already written yourself: `rollout_advantages`
+# (chapters 2-3), `normalize` (3.2), `clipped_surrogate` (5.2, imported here as
+# `library_clipped_surrogate`), `value_loss` and `approx_kl`. Return a dict of
+# diagnostics.
+#
+# The steps, in the order the library takes them (the order matters for "the same
+# parameters": every random draw and every Adam step must happen in the same sequence):
+#
+# 1. **Advantages and value targets, once**, for the whole rollout, with $\gamma$ and
+#    $\lambda$ from the config (and truncations treated as terminations only if
+#    `config.bootstrap_truncation` is False). Then flatten everything to $B = T N$ samples.
+# 2. **`config.epochs` epochs.** Each epoch draws one permutation of the $B$ indices with
+#    `torch.randperm(B, generator=generator)` and walks through it in minibatches of
+#    `config.minibatch_size`, dropping an incomplete last one.
+# 3. **Per minibatch:** the new log-probabilities and the ratio against the *stored*
+#    old ones; the minibatch's advantages normalised if `config.normalize_advantages`;
+#    the loss $-L^{CLIP} + c_1 L^{VF} - c_2\,\bar{\mathcal H}$ with `config.clip_eps`,
+#    `config.value_coef` and `config.entropy_coef`; then zero the gradients, backpropagate,
+#    clip the global gradient norm to `config.max_grad_norm` (0 means: no clipping) with
+#    `torch.nn.utils.clip_grad_norm_`, and step.
+# 4. **Early stopping:** after each epoch, if `config.target_kl` is set, estimate
+#    $\mathrm{KL}(\pi_{old} \| \pi_\theta)$ with $k_3$ on the *whole* batch (no gradient); if it
+#    exceeds the target, stop the epochs.
+# 5. **Diagnostics** of the whole update, at least: the mean clip fraction, the $k_3$ KL
+#    at the end, the number of epochs run, and the explained variance computed the right
+#    way (with the rollout's values, see above).
+#
+# What the checker tells you if the parameters differ: how far apart they are, and,
+# if your result matches a usual mistake (no normalisation, no gradient clipping, no
+# early stopping, a missing coefficient, one epoch), which one.
+
+# %% nbgrader={"grade": false, "grade_id": "ppo_update", "locked": false, "schema_version": 3, "solution": true}
+def ppo_update(policy, optimizer, rollout, config, generator):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %%
+ppo_update = check_ppo_update(ppo_update)
+
+# %% [markdown]
+# Now train with *your* update: a `PPO` whose `update` calls your function (everything
+# else, the rollouts, the learning-rate annealing, the logging, stays the library's).
+# The fast CartPole preset, 30 000 steps, two seeds, against the library's own update
+# on the same seeds: with the same parameters after every update, the curves should
+# coincide (up to floating-point noise, which chaos in the environment can amplify late
+# in training).
+
+# %%
+class MyPPO(PPO):
+    def update(self, rollout):
+        info = ppo_update(self.policy, self.optimizer, rollout, self.config, self._generator)
+        self.n_updates += 1
+        return info
+
+
+capstone_runs = {"your update": [], "library's update": []}
+for seed in (0, 1):
+    for name, cls in (("your update", MyPPO), ("library's update", PPO)):
+        agent = cls(env.observation_space, env.action_space, PPOConfig(**CARTPOLE_FAST_PRESET), seed=seed)
+        capstone_runs[name].append(train(agent, "CartPole-v1", 30_000, seed=seed, progress=False).history)
+fig, ax = plt.subplots(figsize=(8, 3.2))
+learning_curves(ax, capstone_runs, threshold=475, title="PPO on CartPole-v1: your update vs the library's")
+plt.show()
+for name, hs in capstone_runs.items():
+    print(f"{name:17s} first reached 475 at {[h.first_step_reaching(475) for h in hs]} steps")
+first_updates = [np.allclose(a.diagnostics["approx_kl_k3"][:5], b.diagnostics["approx_kl_k3"][:5], rtol=1e-3, atol=1e-7)
+                 for a, b in zip(capstone_runs["your update"], capstone_runs["library's update"])]
+assert all(first_updates), "the first updates of your run and the library's should measure the same KL"
+
+# %% [markdown]
 # ## What we learned
 #
 # - $r_t = \exp(\log\pi_\theta - \log\pi_{old})$ reweights old data for the new policy.
 # - $L^{CLIP}$ takes the pessimistic minimum of the plain and the clipped surrogate: once
 #   $r_t$ leaves $[1-\epsilon, 1+\epsilon]$ in the direction the advantage favours, the gradient is zero.
-# - That makes several epochs of minibatch SGD on one batch safe enough — first-order,
-#   simple, and as good as TRPO in practice.
+# - That makes several epochs of minibatch SGD on one batch safe enough — first-order
+#   and simple. The PPO paper found it as good as or better than TRPO on its benchmarks,
+#   but Engstrom et al. (2020) showed that much of that edge comes from code-level
+#   details (value clipping, reward scaling, orthogonal initialisation, learning-rate
+#   annealing...) that PPO's implementation had and TRPO's did not, rather than from
+#   the clipped objective itself; they also found that clipping does not keep the ratio
+#   inside $[1-\epsilon, 1+\epsilon]$. Chapter 7 measures those details.
 #
 # ## Further reading
 #
 # - J. Schulman, F. Wolski, P. Dhariwal, A. Radford, O. Klimov, *Proximal policy
 #   optimization algorithms*, arXiv:1707.06347, 2017 (sections 3 and 5; Table 1).
 # - J. Schulman, *Approximating KL divergence*, 2020 (the k1 and k3 estimators), blog note.
+# - L. Engstrom, A. Ilyas, S. Santurkar, D. Tsipras, F. Janoos, L. Rudolph, A. Madry,
+#   *Implementation matters in deep policy gradients: a case study on PPO and TRPO*,
+#   ICLR 2020.

@@ -16,6 +16,8 @@
 # This course builds Proximal Policy Optimization (PPO) from the ground up, one
 # idea per chapter, and lets you poke at every idea while you read.
 #
+# **Your time:** about 30 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Say what reinforcement learning optimises and where PPO fits among policy-gradient methods.
@@ -44,16 +46,19 @@
 # | 2 actor-critic | a learned value baseline | most of the noise of that gradient |
 # | 3 GAE | mixing multi-step estimates with $\lambda$ | the balance between bias and noise |
 # | 4 TRPO | a trust region on the policy change | steps so large they wreck the policy |
-# | 5 PPO-Clip | a clipped probability ratio | TRPO's cost: same safety, first-order, a few lines |
+# | 5 PPO-Clip | a clipped probability ratio | TRPO's cost: a similar brake on each update, first-order, a few lines |
 # | 6 PPO-Penalty | an adaptive KL penalty | an alternative way to stay close |
 # | 7 details | normalisation, clipping, annealing… | the gap between "the algorithm" and "it works" |
 #
 # **Why PPO?** It is the workhorse of modern policy optimisation. It is simple
-# (plain stochastic gradient ascent on a carefully shaped objective), it reuses each
-# batch of experience for several epochs, and it is forgiving about hyperparameters.
+# (plain stochastic gradient ascent on a carefully shaped objective) and it reuses each
+# batch of experience for several epochs. It is *not* forgiving about its settings:
+# large studies (Engstrom et al. 2020, Andrychowicz et al. 2021) found its results
+# hinge on hyperparameters and on code-level details that papers rarely mention, and
+# chapter 7 measures some of that spread on our own runs. Knowing which knob does what
+# is a large part of using PPO well, and this course spends time on exactly that.
 # The same algorithm balances a pole, drives simulated robots, and fine-tunes language
-# models from a reward signal — the "RL" in RLHF, which a demo planned for the end of
-# this course will show on a tiny model.
+# models from a reward signal — the "RL" in RLHF, which chapter 8 shows on a tiny model.
 
 # %% [markdown]
 # ## How to use these notebooks

@@ -18,6 +18,8 @@
 # cliff from which it does not recover. TRPO measures the step in the only units that
 # matter — how much the *policy's behaviour* changes — and caps it.
 #
+# **Your time:** about 120 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Show that a too-large policy-gradient step can collapse training, and measure the KL divergence of each step.
@@ -25,6 +27,7 @@
 # - Derive the natural-gradient step from a quadratic model of the KL (the Fisher matrix).
 # - Implement conjugate gradient and the Fisher-vector product by double backpropagation.
 # - Explain the backtracking line search, and check on CartPole that every accepted step respects the KL radius.
+# - State the performance-difference lemma, the surrogate's state-distribution mismatch and TRPO's max-KL lower bound, and why TRPO turns it into a mean-KL constraint.
 
 # %%
 import gymnasium as gym
@@ -79,28 +82,144 @@ for lr, hs in collapse.items():
               f"final entropy {h.diagnostics['entropy'][-1]:.3f} (log 2 = {np.log(2):.3f} is a coin flip), "
               f"largest KL of an update {max(h.diagnostics['kl']):.2g}")
 
+# %%
+# what the next paragraph claims, checked on every seed
+final_entropy = [h.diagnostics["entropy"][-1] for h in collapse[1e-1]]
+fell_back = [h.smoothed_returns()[-1] < 0.5 * h.smoothed_returns().max() for h in collapse[1e-1]]
+kl_ratio = np.median([max(h.diagnostics["kl"]) for h in collapse[1e-1]]) / np.median(
+    [max(h.diagnostics["kl"]) for h in collapse[1e-3]])
+assert max(final_entropy) < 0.05 and sum(fell_back) >= 2 and kl_ratio > 1000, (final_entropy, fell_back, kl_ratio)
+print(f"large step: final entropies {np.round(final_entropy, 4)}; ended below half its best return: "
+      f"{sum(fell_back)} of {len(fell_back)} seeds; largest KL of an update {kl_ratio:.0f} x the small step's")
+
 # %% [markdown]
-# With the large step every run climbs a little, then falls back to returns near those
-# of the random policy, and its entropy goes to nearly 0: the policy became
-# deterministic, pushing the same way whatever it sees, and the data it now collects
-# cannot teach it otherwise. The right-hand plot shows why: single updates move the
-# policy by KL values thousands of times larger than the small learning rate's.
+# With the large step the entropy of every run goes to nearly 0 within a few updates:
+# the policy becomes deterministic, and the data it then collects can no longer teach
+# it otherwise. Where it lands is luck. In most seeds it locks into a poor policy,
+# pushing the same way whatever it sees, and the return falls back to the random
+# policy's level or below; a seed may also happen to lock into a good one and stay
+# there (the printout says how many did not fall back). Either way, the step size is
+# not in control. The right-hand
+# plot shows why: single updates move the policy by KL values thousands of times larger
+# than the small learning rate's.
 #
 # A learning rate is the wrong knob: the same $\|\Delta\theta\|$ can barely change the
 # policy in one state and flip it in another. We want to bound the change in behaviour.
 
 # %% [markdown]
-# ## The trust-region problem
+# ## Why a trust region: the theory
 #
-# Around the current policy $\pi_{old}$, the **surrogate objective**
+# **The performance-difference lemma** (Kakade and Langford, 2002) says exactly how much
+# better a new policy $\pi'$ is than the old one $\pi$:
 #
-# $$L(\theta) = \hat{\mathbb E}_t\Big[\frac{\pi_\theta(a_t|s_t)}{\pi_{old}(a_t|s_t)}\,\hat A_t\Big]$$
+# $$J(\pi') - J(\pi) = \frac{1}{1-\gamma}\; \mathbb E_{s \sim d^{\pi'}}\, \mathbb E_{a \sim \pi'(\cdot|s)}\big[A^{\pi}(s,a)\big],$$
 #
-# estimates how much better $\pi_\theta$ would be, using data from $\pi_{old}$ (the ratio
-# reweights the samples; at $\theta = \theta_{old}$ its gradient is exactly the policy
-# gradient). The estimate is only trustworthy near $\pi_{old}$, so TRPO solves
+# where $d^{\pi'}(s) = (1-\gamma)\sum_t \gamma^t P(s_t = s \mid \pi')$ is the discounted
+# state distribution of the **new** policy. The advantages are the old policy's, which
+# we can estimate; the states are the ones the new policy would visit, which we cannot
+# sample without running it. (Proof sketch: write $A^\pi(s_t,a_t) = \mathbb E[r_t + \gamma V^\pi(s_{t+1}) - V^\pi(s_t)]$
+# along a trajectory of $\pi'$; the sum telescopes to $J(\pi') - J(\pi)$.)
+#
+# **The surrogate** swaps in the state distribution we have, the old one's, and
+# reweights the actions by importance sampling:
+#
+# $$L_{\pi}(\pi') = \frac{1}{1-\gamma}\; \mathbb E_{s \sim d^{\pi}}\, \mathbb E_{a \sim \pi}\Big[\frac{\pi'(a|s)}{\pi(a|s)}\,A^{\pi}(s,a)\Big]
+#   \;\approx\; \hat{\mathbb E}_t\Big[\frac{\pi_\theta(a_t|s_t)}{\pi_{old}(a_t|s_t)}\,\hat A_t\Big] \text{ (up to a constant factor)}.$$
+#
+# So the surrogate is *not* "how much better the new policy is": it is how much better
+# it would be **if it visited the same states as the old one**. At $\pi' = \pi$ the two
+# agree in value and in gradient (the surrogate's gradient there is exactly the policy
+# gradient), so the approximation is good for small changes and gets worse as the new
+# policy drifts to states the old one rarely saw. That state-distribution mismatch is
+# the whole reason for a trust region.
+#
+# **How wrong can it be?** TRPO's Theorem 1 (Schulman et al., 2015, extending Kakade
+# and Langford's bound for mixture policies) bounds the mismatch by the *largest* KL over
+# states:
+#
+# $$J(\pi') \;\ge\; J(\pi) + L_\pi(\pi') - C\, D^{\max}_{KL}(\pi, \pi'), \qquad
+#   C = \frac{4\,\epsilon\,\gamma}{(1-\gamma)^2},\quad \epsilon = \max_{s,a} |A^\pi(s,a)|,$$
+#
+# with $D^{\max}_{KL} = \max_s \mathrm{KL}[\pi(\cdot|s)\,\|\,\pi'(\cdot|s)]$ (here $L_\pi$ is
+# written as the improvement over $J(\pi)$). Maximising the right-hand side never makes
+# the policy worse (a minorise-maximise argument: the bound is tight at $\pi' = \pi$).
+#
+# **Why a constraint instead.** The theory's penalty is hopelessly conservative: with
+# $\gamma = 0.99$, $C = 39\,600\,\epsilon$, so the steps it allows are tiny. And a maximum
+# over all states cannot be estimated from samples. TRPO therefore makes two practical
+# changes, both heuristics rather than consequences of the theorem: it replaces the
+# penalty by a **constraint** with a tunable radius $\delta$ (a step size that means the
+# same thing in every state and at every point of training), and the maximum KL by the
+# **mean** KL over the visited states:
 #
 # $$\max_\theta L(\theta) \quad \text{subject to} \quad \bar D_{KL}(\theta_{old}, \theta) \le \delta .$$
+#
+# ### Two pictures of "distance between policies"
+#
+# *Left:* a one-parameter policy, $\pi(\text{right}) = \sigma(\theta)$. The same step
+# $\Delta\theta = 1$ changes the behaviour a lot near $\theta = 0$ and hardly at all where
+# the policy is already nearly deterministic. *Right:* a three-action softmax policy with
+# two free logits. The set of steps with KL $\le \delta$ is an ellipse (exactly: a
+# slightly curved one), not the Euclidean ball that a learning rate implicitly uses; the
+# natural gradient $F^{-1}g$ is the steepest direction *within the ellipse*.
+
+# %%
+def bernoulli_kl(p, q):
+    return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+
+
+sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+thetas = np.linspace(-6, 6, 241)
+step_kl = bernoulli_kl(sigmoid(thetas), sigmoid(thetas + 1.0))
+
+
+def softmax3(z1, z2):
+    z = np.stack([z1, z2, np.zeros_like(z1)])
+    e = np.exp(z - z.max(0))
+    return e / e.sum(0)
+
+
+z0 = np.array([1.0, -1.0])
+p0 = softmax3(*z0[:, None])[:, 0]
+fisher = np.diag(p0[:2]) - np.outer(p0[:2], p0[:2])  # Fisher matrix of the two free logits
+grid = np.linspace(-2.5, 2.5, 301)
+D1, D2 = np.meshgrid(grid, grid)
+P = softmax3(z0[0] + D1, z0[1] + D2)
+kl_grid = sum(p0[k] * np.log(p0[k] / P[k]) for k in range(3))
+DELTA_PICTURE = 0.05
+g_picture = np.array([1.0, 1.0])  # a gradient of the surrogate, for the picture
+nat = np.linalg.solve(fisher, g_picture)
+nat_step = np.sqrt(2 * DELTA_PICTURE / (nat @ fisher @ nat)) * nat
+euclid_step = np.sqrt(2 * DELTA_PICTURE / (g_picture @ fisher @ g_picture)) * g_picture
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+ax1.plot(thetas, step_kl)
+ax1.set_xlabel(r"$\theta$ (policy: $\pi(\mathrm{right}) = \sigma(\theta)$)")
+ax1.set_ylabel(r"KL[$\pi_\theta \| \pi_{\theta+1}$]")
+ax1.set_yscale("log")
+ax1.set_title(r"the same step $\Delta\theta = 1$, different KLs")
+ax2.contour(D1, D2, kl_grid, levels=[DELTA_PICTURE], colors="tab:blue")
+r_ball = np.sqrt(2 * DELTA_PICTURE / np.linalg.eigvalsh(fisher).max())
+ax2.add_patch(plt.Circle((0, 0), r_ball, fill=False, color="gray", ls="--"))
+ax2.arrow(0, 0, *euclid_step, color="gray", width=0.01, length_includes_head=True)
+ax2.arrow(0, 0, *nat_step, color="tab:red", width=0.01, length_includes_head=True)
+ax2.set_aspect("equal")
+ax2.set_xlim(-2.5, 2.5)
+ax2.set_ylim(-2.5, 2.5)
+ax2.set_xlabel(r"$\Delta z_1$")
+ax2.set_ylabel(r"$\Delta z_2$")
+ax2.set_title(f"KL = {DELTA_PICTURE} (blue) vs a Euclidean ball (gray)")
+ax2.plot([], [], color="gray", label="gradient direction, scaled to the KL")
+ax2.plot([], [], color="tab:red", label="natural gradient, scaled to the KL")
+ax2.legend(fontsize="small", loc="lower left")
+plt.tight_layout()
+plt.show()
+kl_at = {t: float(bernoulli_kl(sigmoid(t), sigmoid(t + 1.0))) for t in (-0.5, 5.0)}
+print(f"step 1 at theta=-0.5: KL {kl_at[-0.5]:.3f}; at theta=5: KL {kl_at[5.0]:.5f} "
+      f"({kl_at[-0.5] / kl_at[5.0]:.0f} times smaller)")
+print(f"Fisher eigenvalues {np.linalg.eigvalsh(fisher).round(3)}: the KL ellipse's axes differ by a factor "
+      f"{np.sqrt(np.linalg.eigvalsh(fisher).max() / np.linalg.eigvalsh(fisher).min()):.1f}")
+assert kl_at[-0.5] > 20 * kl_at[5.0]
 #
 # ## The natural gradient
 #
@@ -121,13 +240,30 @@ for lr, hs in collapse.items():
 # ### Exercise 4.1 — conjugate gradient
 #
 # Write `conjugate_gradient(Avp, b, iters)`: `Avp(v)` returns $Av$ for a symmetric
-# positive-definite $A$ (torch tensors, float64); `b` is a 1-D tensor. Start from
-# $x = 0$, residual $r = b$, direction $p = r$; each iteration:
+# positive-definite $A$ (torch tensors, float64); `b` is a 1-D tensor. Return an
+# approximate solution of $Ax = b$.
 #
-# $\alpha = \dfrac{r^\top r}{p^\top A p},\quad x \leftarrow x + \alpha p,\quad r_{new} = r - \alpha A p,\quad
-# p \leftarrow r_{new} + \dfrac{r_{new}^\top r_{new}}{r^\top r}\,p .$
+# Solving $Ax = b$ is the same as minimising $f(x) = \tfrac12 x^\top A x - b^\top x$, whose
+# negative gradient is the **residual** $r = b - Ax$. Conjugate gradient keeps three
+# vectors: the iterate $x$ (start at 0), the residual $r$ (so at the start, $r = b$) and a
+# search direction $p$ (start along the residual). Each iteration:
 #
-# Run exactly `iters` iterations (stop early only if $r^\top r < 10^{-10}$) and return $x$.
+# 1. **Step length.** Move $x$ along $p$ by the $\alpha$ that minimises $f(x + \alpha p)$.
+#    Derive it: $f$ is a parabola in $\alpha$. Your formula will need $Ap$; call `Avp`
+#    once per iteration and reuse the result.
+# 2. **Residual.** Update $r$ *without* computing $Ax$ again: how does $b - A(x + \alpha p)$
+#    relate to the old residual?
+# 3. **Next direction.** Start from the new residual and add a multiple $\beta$ of the old
+#    direction, with $\beta$ chosen so that the new direction is $A$-conjugate to the old
+#    one: $p_{new}^\top A\, p = 0$. Solve that condition for $\beta$ (everything in it is
+#    already computed). Textbooks rewrite it, using the orthogonality of successive
+#    residuals, as a ratio of squared residual norms; either form passes.
+#
+# Run exactly `iters` iterations, except stop early as soon as $r^\top r < 10^{-10}$ (then
+# the system is solved, and the next step length would divide by almost 0), and return $x$.
+#
+# *Hint:* on an $n \times n$ system, exact arithmetic reaches the solution in at most $n$
+# iterations: try yours on a random $3 \times 3$ SPD matrix against `torch.linalg.solve`.
 
 # %% nbgrader={"grade": false, "grade_id": "conjugate_gradient", "locked": false, "schema_version": 3, "solution": true}
 def conjugate_gradient(Avp, b, iters):

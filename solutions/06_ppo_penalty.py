@@ -17,6 +17,8 @@
 # but as a *penalty* in the objective instead of a hard constraint, and tune its weight
 # $\beta$ automatically from the KL each update actually produced.
 #
+# **Your time:** about 40 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Write the KL-penalised surrogate objective.
@@ -46,11 +48,18 @@ env = gym.make("CartPole-v1")
 #
 # $$L^{KLPEN}(\theta) = \hat{\mathbb E}_t\Big[r_t(\theta)\hat A_t - \beta\,\mathrm{KL}\big[\pi_{old}(\cdot|s_t),\ \pi_\theta(\cdot|s_t)\big]\Big].$$
 #
-# Theory (the TRPO paper) says that some penalty of this form gives a lower bound on the
-# true improvement — but the $\beta$ it prescribes is far too large in practice, and the
-# right $\beta$ changes as training goes: early, the policy changes easily; later, the same
-# step size gives very different KLs. So the paper adapts it after every update, from the
-# mean KL $d$ actually measured:
+# Where does it come from? TRPO's theorem (chapter 4) gives a lower bound on the true
+# improvement with a penalty on the **maximum** KL over all states,
+# $C \max_s \mathrm{KL}[\pi_{old}(\cdot|s), \pi_\theta(\cdot|s)]$ with $C = 4\epsilon\gamma/(1-\gamma)^2$
+# ($\epsilon$ the largest advantage). $L^{KLPEN}$ keeps the shape of that bound but changes
+# both parts: the maximum becomes the **mean** KL over the visited states (a maximum
+# cannot be estimated from samples), and $C$ becomes a tunable $\beta$ (the theory's
+# $C$ is so large that steps would be tiny: about $40\,000\,\epsilon$ at $\gamma = 0.99$).
+# So it is a heuristic inspired by the bound, and no longer guarantees improvement.
+#
+# The right $\beta$ also changes as training goes: early, the policy changes easily;
+# later, the same penalty gives very different KLs. So the paper adapts it after every
+# update, from the mean KL $d$ actually measured:
 #
 # - if $d < d_{targ} / 1.5$: the steps are timid, $\beta \leftarrow \beta / 2$;
 # - if $d > 1.5\, d_{targ}$: the steps are too bold, $\beta \leftarrow 2 \beta$;
@@ -63,8 +72,15 @@ env = gym.make("CartPole-v1")
 # ### Exercise 6.1 — the penalised objective
 #
 # Write `kl_penalty_objective(ratio, advantages, kl, beta)`: `ratio`, `advantages` and
-# `kl` (per-state KL) are torch tensors of shape `(B,)`, `beta` a float. Return the scalar
-# objective (to be maximised).
+# `kl` (the KL between old and new policy at each sampled state) are torch tensors of
+# shape `(B,)`, `beta` a float. Return the scalar objective of the display above, to be
+# maximised, as an estimate over the batch. Gradients must flow through `ratio` and
+# `kl` (both depend on $\theta$); the advantages are data.
+#
+# *Think first:* the KL between two distributions is smallest, 0, when they are equal.
+# So what is the gradient of the penalty term at $\theta = \theta_{old}$, and what does
+# that say about the *first* minibatch step of every update, whatever $\beta$ is? The cell
+# after the checker tests your answer.
 
 # %% nbgrader={"grade": false, "grade_id": "kl_penalty_objective", "locked": false, "schema_version": 3, "solution": true}
 def kl_penalty_objective(ratio, advantages, kl, beta):
@@ -76,10 +92,37 @@ def kl_penalty_objective(ratio, advantages, kl, beta):
 # %%
 kl_penalty_objective = check_kl_penalty_objective(kl_penalty_objective)
 
+# %%
+torch.manual_seed(0)
+logits = torch.randn(16, 3, requires_grad=True)
+old = torch.distributions.Categorical(logits=logits.detach())
+new = torch.distributions.Categorical(logits=logits)
+acts = old.sample()
+toy_ratio = torch.exp(new.log_prob(acts) - old.log_prob(acts))
+toy_adv = torch.randn(16)
+grads = {beta: torch.autograd.grad(kl_penalty_objective(toy_ratio, toy_adv, torch.distributions.kl_divergence(old, new),
+                                                        beta), logits, retain_graph=True)[0]
+         for beta in (0.0, 1.0, 100.0)}
+assert torch.allclose(grads[0.0], grads[100.0], atol=1e-6) and torch.allclose(grads[0.0], grads[1.0], atol=1e-6)
+print("at theta_old the gradient is the same for beta = 0, 1 and 100: the KL term's gradient is 0 there")
+
+# %% [markdown]
+# The penalty is quadratic near $\theta_{old}$ (its Hessian is the Fisher matrix of
+# chapter 4), so it only starts to push back once the policy has moved. The first step of
+# every update is a plain policy-gradient step; $\beta$ decides how soon later steps stop.
+
 # %% [markdown]
 # ### Exercise 6.2 — the adaptive beta
 #
-# Write `adaptive_kl_beta(beta, kl, kl_target)` returning the new $\beta$ by the rule above.
+# Write `adaptive_kl_beta(beta, kl, kl_target)` returning the new $\beta$ by the paper's
+# rule above. Mind the boundaries: the rule has three outcomes, and a KL exactly at
+# $d_{targ}/1.5$ or $1.5\,d_{targ}$ is inside the band.
+#
+# *Think first:* the rule multiplies and divides, it never adds. Starting from
+# $\beta = 1$, if every update's KL is far below the target, how many updates until
+# $\beta < 10^{-3}$? And why would an additive rule ($\beta \pm 0.1$) be a poor choice
+# when the right $\beta$ can be 0.001 early in training and 10 later? The cell after the
+# checker counts it with your function.
 
 # %% nbgrader={"grade": false, "grade_id": "adaptive_kl_beta", "locked": false, "schema_version": 3, "solution": true}
 def adaptive_kl_beta(beta, kl, kl_target):
@@ -94,6 +137,15 @@ def adaptive_kl_beta(beta, kl, kl_target):
 
 # %%
 adaptive_kl_beta = check_adaptive_kl_beta(adaptive_kl_beta)
+
+# %%
+beta_count, updates = 1.0, 0
+while beta_count >= 1e-3:
+    beta_count, updates = adaptive_kl_beta(beta_count, 1e-6, 0.01), updates + 1
+assert updates == 10  # 2**-10 < 1e-3 <= 2**-9
+print(f"{updates} updates with a tiny KL take beta from 1 to {beta_count:.1e}: a geometric rule crosses "
+      f"orders of magnitude in a handful of updates; an additive step of 0.1 would need ~10 to reach 0 and "
+      f"could never settle at 0.001")
 
 # %% [markdown]
 # A scripted sequence of measured KLs, run through your rule and the library's (target 0.01):

@@ -43,7 +43,10 @@ def adaptive_kl_beta(beta: float, kl: float, kl_target: float) -> float:
 @validated
 @dataclasses.dataclass
 class PPOConfig:
-    """Defaults are the PPO paper's (its MuJoCo settings, Table 3)."""
+    """Defaults: clip_eps, gamma, gae_lambda, lr, rollout_steps, epochs, minibatch_size from the PPO
+    paper's MuJoCo settings (Table 3, section 6.1); max_grad_norm 0.5, adam_eps 1e-5 and
+    per-minibatch advantage normalisation from OpenAI baselines' ppo2; value_coef is ours (the
+    paper's MuJoCo runs share no network; its Atari runs use c1 = 1)."""
 
     variant: str = "clip"            # "clip" | "penalty" | "none"
     clip_eps: float = 0.2
@@ -54,7 +57,7 @@ class PPOConfig:
     num_envs: int = 1
     epochs: int = 10
     minibatch_size: int = 64
-    value_coef: float = 1.0          # c1 (our value loss carries a 1/2: this is the paper's c1 = 0.5 scale)
+    value_coef: float = 1.0          # c1 on our 1/2 (V - R)^2: equals 0.5 on the unhalved squared error
     entropy_coef: float = 0.0        # c2
     max_grad_norm: float = 0.5       # global gradient clipping; 0 disables
     beta: float = 1.0                # initial KL coefficient (penalty variant)
@@ -212,9 +215,10 @@ class PPO(Algorithm):
             dist = actor.distribution(obs)
             k1, k3 = approx_kl(logp_old, actor.log_prob(dist, actions))
             kl_exact = actor.kl(actor.from_params(old_params), dist).mean().item()
-            values_new = self.policy.value(obs)
+        # explained variance of the value targets by the rollout's own predictions (as CleanRL and
+        # SB3 compute it): the critic *after* fitting these very targets would flatter itself
         var_y = targets.var().item()
-        explained = float("nan") if var_y == 0 else 1.0 - (targets - values_new).var().item() / var_y
+        explained = float("nan") if var_y == 0 else 1.0 - (targets - values_old).var().item() / var_y
         info = {k: float(np.mean(v)) for k, v in stats.items()}
         info.update(approx_kl_k1=k1, approx_kl_k3=k3, kl=kl_exact, explained_variance=explained,
                     epochs=float(epochs_done), early_stop=float(stopped_early), beta=self.beta,

@@ -36,3 +36,10 @@ __all__ = ["Case", "CheckResult", "Exercise", "ExerciseError", "Mistake", "compa
            "check_clipped_value_loss", "check_gather_logprobs", "check_per_token_rewards",
            "check_bradley_terry_loss", "check_masked_whiten", "check_adaptive_kl_update", "check_dpo_loss",
            "check_group_advantages", "check_rloo_advantages", "check_k3_kl"]
+
+# --- chapters 5 and 7: the capstone (the whole PPO update) and the Gaussian policy ---
+from ppo_lib.checks.capstone import check_ppo_update  # noqa: E402
+from ppo_lib.checks.gaussian import check_gaussian_log_prob_entropy  # noqa: E402
+
+ALL_EXERCISES += [check_ppo_update, check_gaussian_log_prob_entropy]
+__all__ += ["check_ppo_update", "check_gaussian_log_prob_entropy"]

@@ -8,7 +8,6 @@ Three layers, as for the other chapters:
   and odd return values never make the checker itself raise.
 """
 
-import copy
 import math
 
 import numpy as np
@@ -22,9 +21,6 @@ from ppo_lib.checks.rlhf import RLHF_EXERCISES
 from ppo_lib.rlhf.token_advantages import masked_whiten
 from tests.catalogue import assert_accepted, assert_flagged, ids
 
-CATALOGUE = [(ex, m) for ex in RLHF_EXERCISES for m in ex.mistakes]
-
-
 def test_the_chapter_8_checkers_are_exported():
     assert all(ex in ALL_EXERCISES for ex in RLHF_EXERCISES)
     assert [ex.name for ex in RLHF_EXERCISES] == ["gather_logprobs", "per_token_rewards", "bradley_terry_loss",
@@ -37,45 +33,6 @@ def test_the_reference_passes(exercise):
 
 
 # ----------------------------------------------------------------- the checkers' own catalogues
-
-@pytest.mark.parametrize("exercise, mistake", CATALOGUE, ids=[f"{e.name}-{m.name}" for e, m in CATALOGUE])
-def test_every_catalogued_mistake_is_flagged_with_its_own_hint(exercise, mistake):
-    result = exercise.evaluate(mistake.impl)
-    assert result.status == "wrong", result.message
-    assert f"Hint: {mistake.feedback}" in result.message, result.message
-    assert result.fn is exercise.reference
-
-
-def _first_rejecting_case(exercise, impl):
-    for case in exercise.cases:
-        expected = exercise.run(exercise.reference, *copy.deepcopy(case.args))
-        got = exercise.run(impl, *copy.deepcopy(case.args))
-        if exercise.compare(expected, got) is not None:
-            return case, got
-    raise AssertionError("no case rejects it")
-
-
-@pytest.mark.parametrize("exercise", RLHF_EXERCISES, ids=lambda e: e.name)
-def test_no_two_mistakes_look_alike_unless_they_share_a_hint(exercise):
-    # on the case that first rejects a mistake, any other mistake giving the very same
-    # answer must give the same advice (otherwise the hint could name the wrong one)
-    for mistake in exercise.mistakes:
-        case, got = _first_rejecting_case(exercise, mistake.impl)
-        for other in exercise.mistakes:
-            if other is mistake or other.feedback == mistake.feedback:
-                continue
-            try:
-                out = exercise.run(other.impl, *copy.deepcopy(case.args))
-            except Exception:
-                continue
-            assert exercise.compare(out, got) is not None, (mistake.name, other.name, case.describe)
-
-
-def test_the_mistake_names_are_unique():
-    for exercise in RLHF_EXERCISES:
-        names = [m.name for m in exercise.mistakes]
-        assert len(names) == len(set(names)), exercise.name
-
 
 # ----------------------------------------------------------------- correct, unusual implementations
 

@@ -1,7 +1,10 @@
-"""Robustness of the chapter 8-9 checkers themselves, whatever a learner hands them: odd
+"""The chapter 8-9 checkers themselves: every catalogued mistake gets its own hint, no two
+mistakes look alike with different advice; and, whatever a learner hands them: odd
 return values, tuples holding tensors with a graph, unfilled exercises and crashes are
 reported in the checker's words (never a traceback), and the chapter goes on with the
 reference."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -11,6 +14,46 @@ from ppo_lib.checks.beyond_ppo import BEYOND_PPO_EXERCISES
 from ppo_lib.checks.rlhf import RLHF_EXERCISES
 
 EXERCISES = [*RLHF_EXERCISES, *BEYOND_PPO_EXERCISES]
+CATALOGUE = [(ex, m) for ex in EXERCISES for m in ex.mistakes]
+
+
+@pytest.mark.parametrize("exercise, mistake", CATALOGUE, ids=[f"{e.name}-{m.name}" for e, m in CATALOGUE])
+def test_every_catalogued_mistake_is_flagged_with_its_own_hint(exercise, mistake):
+    result = exercise.evaluate(mistake.impl)
+    assert result.status == "wrong", result.message
+    assert f"Hint: {mistake.feedback}" in result.message, result.message
+    assert result.fn is exercise.reference
+
+
+def _first_rejecting_case(exercise, impl):
+    for case in exercise.cases:
+        expected = exercise.run(exercise.reference, *copy.deepcopy(case.args))
+        got = exercise.run(impl, *copy.deepcopy(case.args))
+        if exercise.compare(expected, got) is not None:
+            return case, got
+    raise AssertionError("no case rejects it")
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_no_two_mistakes_look_alike_unless_they_share_a_hint(exercise):
+    # on the case that first rejects a mistake, any other mistake giving the very same
+    # answer must give the same advice (otherwise the hint could name the wrong one)
+    for mistake in exercise.mistakes:
+        case, got = _first_rejecting_case(exercise, mistake.impl)
+        for other in exercise.mistakes:
+            if other is mistake or other.feedback == mistake.feedback:
+                continue
+            try:
+                out = exercise.run(other.impl, *copy.deepcopy(case.args))
+            except Exception:
+                continue
+            assert exercise.compare(out, got) is not None, (mistake.name, other.name, case.describe)
+
+
+def test_the_mistake_names_are_unique():
+    for exercise in EXERCISES:
+        names = [m.name for m in exercise.mistakes]
+        assert len(names) == len(set(names)), exercise.name
 
 ODD_RETURNS = [None, "text", object(), {}, [], {"loss": 1.0}, (1.0, 2.0), torch.zeros(0), float("nan"),
                torch.tensor(float("nan")), np.array(["a", "b"]), True]

@@ -52,7 +52,7 @@ from ppo_lib.losses import clipped_surrogate
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
-from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult
 from ppo_lib.rlhf.reward_model import RewardModelResult, score
 
@@ -199,24 +199,11 @@ class GRPOConfig:
 
 
 @dataclasses.dataclass
-class GRPOHistory:
-    """One entry per iteration, measured on that iteration's rollouts (the policy's own samples)."""
+class GRPOHistory(SampledHistory):
+    """One entry per iteration (see :class:`SampledHistory`), plus GRPO's own diagnostics."""
 
-    proxy: list[float] = dataclasses.field(default_factory=list)         # reward-model score (mean)
-    gold: list[float] = dataclasses.field(default_factory=list)          # gold reward (mean)
-    kl: list[float] = dataclasses.field(default_factory=list)            # sequence KL to the reference (k1 sum)
-    ungrammatical: list[float] = dataclasses.field(default_factory=list)
-    eos_rate: list[float] = dataclasses.field(default_factory=list)
-    length: list[float] = dataclasses.field(default_factory=list)
     zero_std_groups: list[float] = dataclasses.field(default_factory=list)  # groups with equal rewards: no signal
-    k3: list[float] = dataclasses.field(default_factory=list)            # the loss's KL term (mean per token)
-    clip_fraction: list[float] = dataclasses.field(default_factory=list)
-    approx_kl: list[float] = dataclasses.field(default_factory=list)     # old -> new, per update (k3)
-    seconds: list[float] = dataclasses.field(default_factory=list)
-    samples: list[list[str]] = dataclasses.field(default_factory=list)   # a few texts per iteration
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    k3: list[float] = dataclasses.field(default_factory=list)               # the loss's KL term (mean per token)
 
 
 @dataclasses.dataclass

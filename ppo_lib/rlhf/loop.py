@@ -11,6 +11,7 @@ progress bar, and a run that keeps its result when it stops early.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import Callable
 
@@ -54,3 +55,27 @@ def end_of_step(bar, callback: Callable | None, step: int, history, **postfix) -
         bar.update(1)
         bar.set_postfix(**postfix)
     return callback is not None and callback(step, history) is True
+
+
+def _series():
+    return dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class SampledHistory:
+    """What PPO and GRPO log once per iteration, measured on that iteration's rollouts (the
+    policy's own samples); each method's history adds its own diagnostics."""
+
+    proxy: list[float] = _series()          # reward-model score (mean)
+    gold: list[float] = _series()           # gold reward (mean)
+    kl: list[float] = _series()             # sequence KL to the reference (k1 sum)
+    ungrammatical: list[float] = _series()
+    eos_rate: list[float] = _series()
+    length: list[float] = _series()
+    clip_fraction: list[float] = _series()
+    approx_kl: list[float] = _series()      # old -> new, per update (k3)
+    seconds: list[float] = _series()
+    samples: list[list[str]] = _series()    # a few texts per iteration
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

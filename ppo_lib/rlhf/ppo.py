@@ -33,7 +33,7 @@ from ppo_lib.losses import clipped_surrogate, clipped_value_loss
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
-from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss
 from ppo_lib.rlhf.reward_model import RewardModelResult, score
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
@@ -97,24 +97,11 @@ class RLHFConfig:
 
 
 @dataclasses.dataclass
-class RLHFHistory:
-    """One entry per iteration, measured on that iteration's rollouts (the policy's own samples)."""
+class RLHFHistory(SampledHistory):
+    """One entry per iteration (see :class:`SampledHistory`), plus PPO's beta and value loss."""
 
-    proxy: list[float] = dataclasses.field(default_factory=list)         # reward-model score (mean)
-    gold: list[float] = dataclasses.field(default_factory=list)          # gold reward (mean)
-    kl: list[float] = dataclasses.field(default_factory=list)            # sequence KL to the reference (k1 sum)
-    ungrammatical: list[float] = dataclasses.field(default_factory=list)
-    eos_rate: list[float] = dataclasses.field(default_factory=list)
-    length: list[float] = dataclasses.field(default_factory=list)
     beta: list[float] = dataclasses.field(default_factory=list)
-    clip_fraction: list[float] = dataclasses.field(default_factory=list)
-    approx_kl: list[float] = dataclasses.field(default_factory=list)     # old -> new, per update (k3)
     value_loss: list[float] = dataclasses.field(default_factory=list)
-    seconds: list[float] = dataclasses.field(default_factory=list)
-    samples: list[list[str]] = dataclasses.field(default_factory=list)   # a few texts per iteration
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from ppo_lib.checks import ExerciseError
+
 from ppo_lib.checks.beyond_ppo import BEYOND_PPO_EXERCISES
 from ppo_lib.checks.rlhf import RLHF_EXERCISES
 
@@ -97,3 +99,16 @@ def test_a_crash_gives_the_checkers_message_without_a_traceback(exercise):
     assert result.status == "error" and result.fn is exercise.reference
     assert "case 1 of" in result.message and "Case:" in result.message
     assert "Error" in result.message and "Traceback" not in result.message
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
+def test_strict_mode_raises(exercise, monkeypatch):
+    def unfilled(*args):
+        raise NotImplementedError()
+
+    with pytest.raises(ExerciseError, match="not filled in"):
+        exercise(unfilled, strict=True)
+    monkeypatch.setenv("PPO_COURSE_STRICT_CHECKS", "1")
+    with pytest.raises(ExerciseError, match="not right yet"):
+        exercise(exercise.mistakes[0].impl)
+    assert exercise(exercise.reference) is exercise.reference

@@ -41,7 +41,7 @@ from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, frozen_copy, response_logprobs, response_mask
 from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
-from ppo_lib.rlhf.pretrain import PretrainResult
+from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import Pairs, RewardModelResult
 
 
@@ -175,8 +175,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     as ``error.partial_result``.
     """
     config = check_config(config, DPOConfig, "train_dpo")
-    if not isinstance(sft, PretrainResult):
-        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+    require_pretrained(sft)
     _check_pairs(pairs)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)

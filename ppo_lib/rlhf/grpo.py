@@ -53,8 +53,8 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
-from ppo_lib.rlhf.pretrain import PretrainResult
-from ppo_lib.rlhf.reward_model import RewardModelResult, score
+from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
+from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
 
 BASELINES = ("group", "rloo")
 KL_MODES = ("loss_k3", "reward_k1", "none")
@@ -262,11 +262,8 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
     any other error re-raises with the partial result attached as ``error.partial_result``.
     """
     config = check_config(config, GRPOConfig, "train_grpo")
-    if not isinstance(sft, PretrainResult):
-        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
-    if not isinstance(reward, RewardModelResult):
-        raise TypeError(f"reward: expected the RewardModelResult returned by train_reward_model(), "
-                        f"got {type(reward).__name__}")
+    require_pretrained(sft)
+    require_reward_model(reward)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

@@ -34,8 +34,8 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
-from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss
-from ppo_lib.rlhf.reward_model import RewardModelResult, score
+from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
+from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
 
@@ -190,11 +190,8 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
     and masked whitening (same signatures as the library's).
     """
     config = check_config(config, RLHFConfig, "train_ppo")
-    if not isinstance(sft, PretrainResult):
-        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
-    if not isinstance(reward, RewardModelResult):
-        raise TypeError(f"reward: expected the RewardModelResult returned by train_reward_model(), "
-                        f"got {type(reward).__name__}")
+    require_pretrained(sft)
+    require_reward_model(reward)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

@@ -48,6 +48,12 @@ class PretrainResult:
     config: PretrainConfig
 
 
+def require_pretrained(sft) -> None:
+    """``sft`` must be what :func:`pretrain` returned (not the bare model, not a config)."""
+    if not isinstance(sft, PretrainResult):
+        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+
+
 def lm_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the non-padding targets of ``tokens`` ``(B, T)``."""
     logits = model(tokens[:, :-1])

@@ -25,7 +25,7 @@ from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate
-from ppo_lib.rlhf.pretrain import PretrainResult, _bar
+from ppo_lib.rlhf.pretrain import PretrainResult, _bar, require_pretrained
 
 
 @validated
@@ -118,8 +118,7 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
                        use_cache: bool = True) -> RewardModelResult:
     """Fit a reward model on ``config.n_pairs`` labelled pairs of ``sft``'s samples (or load it)."""
     config = check_config(config, RewardConfig, "train_reward_model")
-    if not isinstance(sft, PretrainResult):
-        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+    require_pretrained(sft)
     lm = sft.model
     dev = next(lm.parameters()).device
     settings = {"sft": dataclasses.asdict(sft.config), "reward": dataclasses.asdict(config)}
@@ -162,6 +161,13 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
         cache.save("reward", settings, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
                                         "losses": losses, "bias_shift": shift, "seconds": seconds})
     return RewardModelResult(model, losses, pairs, shift, seconds, False, config)
+
+
+def require_reward_model(reward) -> None:
+    """``reward`` must be what :func:`train_reward_model` returned."""
+    if not isinstance(reward, RewardModelResult):
+        raise TypeError(f"reward: expected the RewardModelResult returned by train_reward_model(), "
+                        f"got {type(reward).__name__}")
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ppo_lib.checks.core import Case, Exercise, Mistake
 from ppo_lib.checks.rlhf import (_Changed, _changed, _grad_or_zero, _NotATensor, _t, _tensor_compare, _tracked,
-                                 _watching_inputs)
+                                 _watching_inputs, _loss_and_gradients)
 from ppo_lib.rlhf.dpo import dpo_loss
 from ppo_lib.rlhf.grpo import group_advantages, rloo_advantages
 from ppo_lib.rlhf.kl import kl_per_token
@@ -52,16 +52,7 @@ def _run_dpo(fn, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
                                    (chosen, rejected) + refs_before):
         if _changed(given, before):
             return _Changed(name)
-    if not isinstance(loss, torch.Tensor):
-        return _NotATensor(loss)
-    if loss.numel() != 1 or not loss.requires_grad:
-        return {"loss": loss.detach()}
-    try:
-        loss.backward()
-    except Exception as exc:  # e.g. an in-place change of a tensor autograd still needed
-        return {"loss": loss.detach(), "gradient w.r.t. policy_chosen_logps": f"backward() failed: {exc}"}
-    return {"loss": loss.detach(), "gradient w.r.t. policy_chosen_logps": _grad_or_zero(chosen),
-            "gradient w.r.t. policy_rejected_logps": _grad_or_zero(rejected)}
+    return _loss_and_gradients(loss, {"policy_chosen_logps": chosen, "policy_rejected_logps": rejected})
 
 
 def _margin(pc, pr, rc, rr, beta):

@@ -368,16 +368,22 @@ def _run_bt(fn, r_chosen, r_rejected):
     for name, given, leaf in (("r_chosen", given_chosen, chosen), ("r_rejected", given_rejected, rejected)):
         if _changed(given, leaf):
             return _Changed(name)
+    return _loss_and_gradients(loss, {"r_chosen": chosen, "r_rejected": rejected})
+
+
+def _loss_and_gradients(loss, leaves: dict):
+    """What a pair loss's checker compares: the loss and its gradient w.r.t. each tracked input
+    (``leaves``: name -> leaf tensor), or why they cannot be had."""
     if not isinstance(loss, torch.Tensor):
         return _NotATensor(loss)
     if loss.numel() != 1 or not loss.requires_grad:
         return {"loss": loss.detach()}
+    first = next(iter(leaves))
     try:
         loss.backward()
     except Exception as exc:  # e.g. an in-place change of a tensor autograd still needed
-        return {"loss": loss.detach(), "gradient w.r.t. r_chosen": f"backward() failed: {exc}"}
-    return {"loss": loss.detach(), "gradient w.r.t. r_chosen": _grad_or_zero(chosen),
-            "gradient w.r.t. r_rejected": _grad_or_zero(rejected)}
+        return {"loss": loss.detach(), f"gradient w.r.t. {first}": f"backward() failed: {exc}"}
+    return {"loss": loss.detach(), **{f"gradient w.r.t. {name}": _grad_or_zero(leaf) for name, leaf in leaves.items()}}
 
 
 _STABLE = ("for a large gap, log(sigmoid(d)) and log(1 + exp(-d)) written by hand break down in floating point "

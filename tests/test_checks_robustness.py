@@ -1,5 +1,5 @@
-"""The chapter 8-9 checkers themselves: every catalogued mistake gets its own hint, no two
-mistakes look alike with different advice; and, whatever a learner hands them: odd
+"""The chapter 8-9 checkers themselves: every catalogued mistake gets its own hint, and a hint
+is given only to a function that matches its mistake on every case; and, whatever a learner hands them: odd
 return values, tuples holding tensors with a graph, unfilled exercises and crashes are
 reported in the checker's words (never a traceback), and the chapter goes on with the
 reference."""
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ppo_lib.checks import ExerciseError
+from ppo_lib.checks.core import _same_input
 
 from ppo_lib.checks.beyond_ppo import BEYOND_PPO_EXERCISES
 from ppo_lib.checks.rlhf import RLHF_EXERCISES
@@ -36,20 +37,34 @@ def _first_rejecting_case(exercise, impl):
     raise AssertionError("no case rejects it")
 
 
-@pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: e.name)
-def test_no_two_mistakes_look_alike_unless_they_share_a_hint(exercise):
-    # on the case that first rejects a mistake, any other mistake giving the very same
-    # answer must give the same advice (otherwise the hint could name the wrong one)
-    for mistake in exercise.mistakes:
-        case, got = _first_rejecting_case(exercise, mistake.impl)
-        for other in exercise.mistakes:
-            if other is mistake or other.feedback == mistake.feedback:
-                continue
-            try:
-                out = exercise.run(other.impl, *copy.deepcopy(case.args))
-            except Exception:
-                continue
-            assert exercise.compare(out, got) is not None, (mistake.name, other.name, case.describe)
+def _partly_wrong(exercise, mistake):
+    """A function that makes ``mistake`` on the first case that rejects it and is right on every other."""
+    case, _ = _first_rejecting_case(exercise, mistake.impl)
+
+    def impl(*args, **kwargs):
+        same = len(args) == len(case.args) and all(_same_input(a, b) for a, b in zip(case.args, args)) and \
+            kwargs.keys() == case.kwargs.keys() and all(_same_input(case.kwargs[k], kwargs[k]) for k in kwargs)
+        return (mistake.impl if same else exercise.reference)(*args, **kwargs)
+
+    return impl
+
+
+@pytest.mark.parametrize("exercise, mistake", CATALOGUE, ids=[f"{e.name}-{m.name}" for e, m in CATALOGUE])
+def test_a_hint_names_only_a_mistake_that_fits_every_case(exercise, mistake):
+    # wrong on one case only: it looks like `mistake` there, but a hint must fit all the cases,
+    # so none is given unless some catalogued mistake really gives these answers everywhere
+    impl = _partly_wrong(exercise, mistake)
+    result = exercise.evaluate(impl)
+    assert result.status == "wrong", result.message
+    mine = exercise._outputs(impl)
+
+    def fits_everywhere(other):
+        return all(isinstance(a, Exception) or exercise.compare(b, a) is None
+                   for a, b in zip(mine, exercise._outputs(other.impl)))
+
+    for feedback in {m.feedback for m in exercise.mistakes if f"Hint: {m.feedback}" in result.message}:
+        assert any(fits_everywhere(o) for o in exercise.mistakes if o.feedback == feedback), (
+            f"the hint {feedback!r} was given to a function that matches its mistakes on some cases only")
 
 
 def test_the_mistake_names_are_unique():

@@ -72,7 +72,6 @@ check_reward_to_go = Exercise(
              "rewards of shape (T=4, N=2), dones=[[F, F], [T, F], [F, T], [T, F]], gamma=0.9 "
              "(env 0 ends on the last row, env 1 does not)"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("no done mask", lambda r, d, g: _backward(r, np.zeros_like(d), g),
                 "rewards leak across episodes: where dones[t] is True the episode ended, so G_t = r_t "
@@ -112,7 +111,6 @@ check_td_errors = Exercise(
               A([[0.0, 0.7], [0.4, 5.0], [1.5, 2.0]]), 1.0),
              "arrays of shape (T=3, N=2) with an episode end in each env, gamma=1.0"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("sign", lambda r, v, nv, g: -(np.asarray(r) + g * np.asarray(nv) - np.asarray(v)),
                 "the sign is flipped: delta_t = r_t + gamma * V_next - V(s_t), positive when things went "
@@ -174,7 +172,6 @@ check_bootstrap_values = Exercise(
              "env 1 terminated on the last row; final_values=[[2.5, 0], [1.5, 0], [0, 4]] (only a truncation "
              "reads it: after a termination the next value is 0 whatever final_values holds)"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("truncation wins", lambda v, lv, te, tr, fv: np.where(
             np.asarray(tr), fv, _bv(v, lv, te, np.zeros_like(tr), fv)),
@@ -243,7 +240,6 @@ check_gae = Exercise(
         Case((F(0.5, -1.0, 2.0), F(0.2, 0.4, -0.3), F(0.4, 0.0, 0.8), F(0, 1, 0), 0.7, 0.0),
              "lam=0 (one-step TD errors), gamma=0.7, dones=[0., 1., 0.]"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("trace not cut", lambda *a: _gae(*a, cut=False),
                 "the sum runs across the end of an episode: where dones[t] is True, A_t = delta_t "
@@ -316,5 +312,4 @@ check_normalize_advantages = Exercise(
         Mistake("one element", lambda a, ddof=ddof: (np.asarray(a, float) - np.mean(a)) / np.std(a, ddof=ddof),
                 "with one element the std is 0 (or undefined): return the centred value 0 instead of dividing."),
     )],  # each with the sample and the population std: the text accepts either
-    hint_on_every_case=True,
 )

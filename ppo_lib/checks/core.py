@@ -265,7 +265,7 @@ class Exercise:
     def __init__(self, name: str, reference: Callable, cases: Sequence[Case],
                  mistakes: Sequence[Mistake] = (), reference_name: str | None = None,
                  compare: Callable[[Any, Any], str | None] = compare,
-                 run: Callable[..., Any] | None = None, hint_on_every_case: bool = False):
+                 run: Callable[..., Any] | None = None):
         if not cases:
             raise ValueError(f"exercise {name!r}: needs at least one case")
         self.name = name
@@ -277,9 +277,6 @@ class Exercise:
         # run(fn, *args, **kwargs) -> what is compared; the default is the result of
         # fn(*args). An exercise on a loss can return the value and its gradients.
         self.run = run or (lambda fn, *args, **kwargs: fn(*args, **kwargs))
-        # True: a mistake's hint is shown only when its output matches the learner's on every case (the
-        # chapters 0-7 checkers); False: on the failing case (kept for checkers whose catalogues rely on it)
-        self.hint_on_every_case = hint_on_every_case
 
     # -- running ------------------------------------------------------------
     def _outputs(self, fn: Callable) -> list:
@@ -295,18 +292,6 @@ class Exercise:
             if isinstance(outs[-1], InputChanged) or any(not _same_input(a, b) for a, b in zip(case.args, args)):
                 return None
         return outs
-
-    def _diagnose_one(self, case: Case, got: Any) -> str | None:
-        for mistake in self.mistakes:
-            try:
-                with warnings.catch_warnings(), np.errstate(all="ignore"):
-                    warnings.simplefilter("ignore")
-                    out = self.run(mistake.impl, *copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
-            except Exception:
-                continue
-            if self._matches(out, got):
-                return mistake.feedback
-        return None
 
     def _diagnose(self, fn: Callable) -> str | None:
         """The feedback of the known mistake whose output matches the learner's on *every* case (those
@@ -380,10 +365,8 @@ class Exercise:
                 # a right answer that modified its input matches no "wrong answer" mistake
                 if input_changed:
                     hint = None
-                elif self.hint_on_every_case:
+                else:  # only a mistake that matches on every case is named: one case alone may fit several
                     hint = self._diagnose(fn)
-                else:
-                    hint = self._diagnose_one(case, got)
                 lines = [f"✗ {self.name}: not right yet (case {i} of {len(self.cases)}).",
                          f"  Case: {case.describe}", f"  {problem}"]
                 if hint:

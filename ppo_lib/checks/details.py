@@ -116,7 +116,6 @@ check_running_mean_std = Exercise(
              "as chapter 7 runs it: mean=zeros(3), var=ones(3), count=1e-12, then three batches (of 2, 1 and 3 "
              "observations), each call getting what the previous one returned"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("average of means", _naive_mean,
                 "weight the old statistics by count and the batch by its size; a plain average of the two "
@@ -197,7 +196,6 @@ check_clipped_value_loss = Exercise(
         Case(([3.0, -2.0], [2.0, -1.0], [2.5, -3.0], 0.3),
              "eps=0.3: values=[3, -2], old_values=[2, -1], targets=[2.5, -3] (one moved up, one down)"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("no effective clipping", _clip_around_targets,
                 "your loss equals the plain squared error: clip the *prediction* around the old values, "

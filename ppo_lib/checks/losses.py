@@ -40,7 +40,6 @@ check_reinforce_loss = Exercise(
         Case(([-1.2, -0.3, -2.5, -0.05], [0.5, 3.0, -2.0, 1.5]),
              "logprobs=[-1.2, -0.3, -2.5, -0.05], weights=[0.5, 3.0, -2.0, 1.5] (a batch of 4)"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("sign", lambda lp, w: (lp * w.detach()).mean(),
                 "the sign is flipped: the optimiser *minimises* the loss, and we want to *increase* "

@@ -79,7 +79,6 @@ check_conjugate_gradient = Exercise(
         Case((MatVec(_spd(4, 3), "a random 4 x 4 SPD matrix"), torch.tensor([1.0, -2.0, 0.0, 3.0], dtype=D), 2),
              "a random 4 x 4 SPD matrix, b=[1, -2, 0, 3], iters=2"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("steepest descent", lambda Avp, b, it: _cg_variant(Avp, b, it, steepest=True),
                 "your search direction is the residual itself (steepest descent): the next direction is "
@@ -180,7 +179,6 @@ check_fisher_vector_product = Exercise(
               [1.0, 0.0, -1.0, 0.5, 0.5, 2.0]),
              "the mean KL of a softmax policy away from theta_old (F depends on theta there), v of length 6"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("gradient only", lambda mean_kl, params, v: torch.cat(
             [g.reshape(-1) for g in torch.autograd.grad(mean_kl(params), params)]),
@@ -247,7 +245,6 @@ check_probability_ratio = Exercise(
              "float32, a very unlikely action: logp_new=[-110, -0.5], logp_old=[-111, -0.2] "
              "(exp(-110) underflows to 0 in float32: work in log space)"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("detached", lambda new, old: torch.exp(new.detach() - old), _DETACHED_RATIO),
         Mistake("inverted", lambda new, old: torch.exp(old - new),
@@ -303,7 +300,6 @@ check_clipped_surrogate = Exercise(
         Case(([0.6, 1.4, 1.2, 0.75, 1.6], [2.0, 2.0, -1.0, -0.5, 0.0], 0.3),
              "eps=0.3: ratio=[0.6, 1.4, 1.2, 0.75, 1.6], advantage=[2, 2, -1, -0.5, 0]"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("loss sign", lambda r, a, eps: -losses.clipped_surrogate(r, a, eps),
                 "this exercise returns the objective L_CLIP (to be maximised), not the loss -L_CLIP."),
@@ -353,7 +349,6 @@ check_kl_penalty_objective = Exercise(
         Case(([1.1, 0.7, 1.0, 1.4], [0.5, -2.0, 1.0, -0.3], [0.2, 0.05, 0.0, 0.12], 0.5),
              "ratio=[1.1, 0.7, 1.0, 1.4], advantage=[0.5, -2, 1, -0.3], kl=[0.2, 0.05, 0, 0.12], beta=0.5"),
     ],
-    hint_on_every_case=True,
     mistakes=[
         Mistake("penalty sign", lambda r, a, kl, beta: (r * a).mean() + beta * kl.mean(),
                 "the KL is a *penalty*: subtract beta * KL from the surrogate."),
@@ -398,7 +393,6 @@ check_adaptive_kl_beta = Exercise(
         Case((4.0, 0.5, 0.75), "beta=4, kl=0.5, target=0.75 (exactly target / 1.5: inside the band, stays)"),
     ],
     # one number must come back (compare rejects an array of shape (1,): the next cell compares it with ==)
-    hint_on_every_case=True,
     mistakes=[
         Mistake("inverted", lambda b, kl, t: b / 2 if kl > 1.5 * t else (b * 2 if kl < t / 1.5 else b),
                 "the rule is inverted: a KL that is too large needs a *stronger* penalty (beta x 2)."),

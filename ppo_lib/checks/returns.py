@@ -30,7 +30,6 @@ check_discounted_return = Exercise(
         Case((np.array([2.0, 1.0]), 0.3), "rewards=np.array([2.0, 1.0]), gamma=0.3 (the last reward counts too)"),
     ],
     # a number must come back (the next cell formats it with f"{G:.4f}"): compare rejects an array of shape (1,)
-    hint_on_every_case=True,
     mistakes=[
         Mistake("undiscounted", lambda r, g: float(np.sum(r)),
                 "that is the plain sum of the rewards: multiply each r_t by gamma**t before adding."),

@@ -588,6 +588,12 @@ check_adaptive_kl_update = Exercise(
         Mistake("no clipping", lambda *a: _akl(*a, lo=-float("inf"), hi=float("inf")),
                 "clip the error to [-0.2, 0.2] before using it: e = clip(KL / KL_target - 1, -0.2, 0.2), so one "
                 "update moves beta by at most 20% x n_steps / horizon."),
+        Mistake("clipped from above only", lambda *a: _akl(*a, lo=-float("inf")),
+                "clip the error to [-0.2, 0.2] on both sides: you capped it from above only (a min without a "
+                "max), so a KL far below the target still moves beta by more than 20% x n_steps / horizon."),
+        Mistake("clipped from below only", lambda *a: _akl(*a, hi=float("inf")),
+                "clip the error to [-0.2, 0.2] on both sides: you bounded it from below only (a max without a "
+                "min), so a KL far above the target still moves beta by more than 20% x n_steps / horizon."),
         Mistake("clip after scaling", lambda *a: _akl(*a, clip_after=True),
                 "clip the error e itself to [-0.2, 0.2], then scale it by n_steps / horizon; you clipped the "
                 "product."),

@@ -179,7 +179,25 @@ class ActorCritic(nn.Module):
         self.critic = _net(obs_dim, hidden, 1, 1.0, ortho_init, body) if critic else None
         self.obs_rms = None  # set by training with observation normalisation (used by evaluate)
 
+    def _obs(self, obs, who: str) -> torch.Tensor:
+        """``obs`` as a float tensor of shape (..., obs_dim): a NumPy array or a list from the env is
+        converted; anything else, or the wrong last dimension, is a clear error."""
+        dim = _obs_dim(self.observation_space)
+        if not isinstance(obs, torch.Tensor):
+            try:
+                obs = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+            except (TypeError, ValueError):
+                raise TypeError(f"ActorCritic.{who}: obs={obs!r:.80}: expected observations, an array or tensor of "
+                                f"shape (batch, {dim}) (or ({dim},) for one)") from None
+        elif not obs.is_floating_point():
+            obs = obs.float()
+        if obs.ndim == 0 or obs.shape[-1] != dim:
+            raise ValueError(f"ActorCritic.{who}: obs of shape {tuple(obs.shape)}: expected shape (batch, {dim}) "
+                             f"(or ({dim},) for one observation): {dim} = observation_space.shape[0]")
+        return obs
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = self._obs(obs, "value")
         if self.critic is None:
             return torch.zeros(obs.shape[:-1])
         return self.critic(obs).squeeze(-1)
@@ -187,12 +205,14 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions; return (raw actions, their log-probs, values)."""
+        obs = self._obs(obs, "act")
         dist = self.actor.distribution(obs)
         actions = dist.sample()
         return actions, self.actor.log_prob(dist, actions), self.value(obs)
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
         """(log-probs, entropies, values) of given actions, with gradients."""
+        obs = self._obs(obs, "evaluate")
         dist = self.actor.distribution(obs)
         return self.actor.log_prob(dist, actions), self.actor.entropy(dist), self.value(obs)
 
@@ -207,5 +227,6 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def greedy(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action (evaluation)."""
+        obs = self._obs(obs, "greedy")
         dist = self.actor.distribution(obs)
         return dist.mean if self.continuous else dist.probs.argmax(-1)

@@ -285,6 +285,12 @@ MESSAGE_CASES = [
          TypeError, ("returned 'CartPole-v1'", "gymnasium.Env")),
     Case("MESSAGE", "an env object instead of a factory", lambda: VecEnv(ToyEnv()),
          TypeError, ("environment object", "lambda: MyEnv()")),
+    Case("MESSAGE", "a policy acting on observations of the wrong size",
+         lambda: ActorCritic(CARTPOLE_OBS, gym.spaces.Discrete(2)).act(np.zeros(3, np.float32)),
+         ValueError, ("ActorCritic.act", "shape (3,)", "(batch, 4)")),
+    Case("MESSAGE", "a policy given text as observations",
+         lambda: ActorCritic(CARTPOLE_OBS, gym.spaces.Discrete(2)).greedy("obs"),
+         TypeError, ("ActorCritic.greedy", "obs='obs'", "(batch, 4)")),
     Case("MESSAGE", "a policy evaluated on an env with other spaces", _policy_on_other_spaces,
          ValueError, ("policy", "Discrete(2)", "Pendulum-v1")),
     Case("MESSAGE", "the wrong number of actions for a VecEnv",
@@ -513,3 +519,18 @@ def test_a_checkpoint_round_trips_a_discrete_start(tmp_path):
     loaded, _ = load_agent(save_agent(tmp_path / "a.pt", policy))
     assert loaded.action_space == space
     assert set(loaded.env_actions(torch.tensor([0, 1, 2])).tolist()) == {-1, 0, 1}
+
+
+def test_a_policy_takes_the_env_s_numpy_observations_as_they_come():
+    # what env.reset() returns (float64 from a list, float32 from gymnasium) acts like the same tensor
+    policy = ActorCritic(CARTPOLE_OBS, gym.spaces.Discrete(2))
+    obs = np.array([[0.1, -0.2, 0.03, 0.4], [0.0, 0.5, -0.1, 0.2]])
+    as_tensor = torch.as_tensor(obs, dtype=torch.float32)
+    assert torch.equal(policy.greedy(obs), policy.greedy(as_tensor))
+    assert torch.equal(policy.value(obs.tolist()), policy.value(as_tensor))
+    logp, entropy, values = policy.evaluate(obs, torch.tensor([0, 1]))
+    assert torch.equal(logp, policy.evaluate(as_tensor, torch.tensor([0, 1]))[0])
+    torch.manual_seed(0)
+    a1 = policy.act(obs[0])
+    torch.manual_seed(0)
+    assert all(torch.equal(x, y) for x, y in zip(a1, policy.act(as_tensor[0])))

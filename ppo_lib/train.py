@@ -55,7 +55,7 @@ class History:
         from one update (e.g. a skipped REINFORCE batch) gets NaN there."""
         n = len(self.update_steps)
         self.update_steps.append(step)
-        for key in set(self.diagnostics) | set(info):
+        for key in [*self.diagnostics, *(k for k in info if k not in self.diagnostics)]:  # a stable order
             values = self.diagnostics.setdefault(key, [float("nan")] * n)
             values.append(float(info.get(key, float("nan"))))
 

@@ -1,5 +1,7 @@
 """Implementation details of chapter 7 and the fast CartPole: analytic checks."""
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -165,6 +167,19 @@ def test_history_keeps_diagnostics_aligned_with_updates():
     assert h.diagnostics["a"][0] == 1.0 and np.isnan(h.diagnostics["a"][1]) and h.diagnostics["a"][2] == 3.0
     assert np.isnan(h.diagnostics["skipped"][0])
     assert all(len(v) == len(h.update_steps) for v in h.diagnostics.values())
+
+
+def test_history_diagnostics_keep_the_order_they_first_appear_in_whatever_the_hash_seed():
+    import subprocess
+    import sys
+
+    code = ("from ppo_lib.train import History; h = History(); "
+            "h.record_update(1, {'policy_loss': 0.0, 'value_loss': 0.0, 'kl': 0.0}); "
+            "h.record_update(2, {'entropy': 0.0, 'kl': 0.0, 'clip_fraction': 0.0, 'explained_variance': 0.0}); "
+            "print(','.join(h.diagnostics))")
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in range(4)}
+    assert orders == {"policy_loss,value_loss,kl,entropy,clip_fraction,explained_variance"}
 
 
 def test_training_again_keeps_the_observation_statistics():

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import math
 import re
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -609,8 +610,11 @@ def test_ppo_penalty_uses_the_measured_exact_kl(monkeypatch):
 
 @pytest.mark.parametrize("variant,adaptive", [("penalty", False), ("clip", True), ("none", True)])
 def test_beta_stays_fixed_without_the_adaptive_penalty(variant, adaptive):
-    algo = make_ppo(variant=variant, adaptive_beta=adaptive, beta=0.7, kl_target=1e-9,
-                    rollout_steps=32, num_envs=2, minibatch_size=32, epochs=2)
+    with warnings.catch_warnings(record=True) as caught:  # clip and none say that beta is ignored
+        warnings.simplefilter("always")
+        algo = make_ppo(variant=variant, adaptive_beta=adaptive, beta=0.7, kl_target=1e-9,
+                        rollout_steps=32, num_envs=2, minibatch_size=32, epochs=2)
+    assert any("ignored with variant" in str(w.message) for w in caught) == (variant != "penalty")
     betas = [algo.update(r)["beta"] for r in rollouts(algo, n=3)]
     assert betas == [0.7, 0.7, 0.7] and algo.beta == 0.7
 
@@ -754,7 +758,10 @@ def test_the_ppo_objective_by_variant(variant, normalize_advantages):
     """One minibatch of the whole batch, one epoch: the reported policy loss is -objective before the step."""
     cfg = dict(variant=variant, rollout_steps=16, num_envs=2, minibatch_size=32, epochs=1,
                normalize_advantages=normalize_advantages, beta=5.0)
-    algo = make_ppo(**cfg)
+    with warnings.catch_warnings(record=True) as caught:  # beta is set on purpose: only 'penalty' reads it
+        warnings.simplefilter("always")
+        algo = make_ppo(**cfg)
+    assert any("beta=5.0: ignored" in str(w.message) for w in caught) == (variant != "penalty")
     rollout, ratio = rollout_with_ratios(algo, [0.5, 1.0, 1.5, 2.0])
     adv = rollout_advantages(rollout, algo.config.gamma, algo.config.gae_lambda)[0].flatten()
     if normalize_advantages:
@@ -852,7 +859,8 @@ def test_ppo_config_rejects_an_unknown_variant():
 
 def test_configs_accept_the_edges():
     TRPOConfig(delta=1.0, gamma=0.0, gae_lambda=1.0, damping=0.0)
-    PPOConfig(clip_eps=0.999, beta=0.0, gamma=1.0, gae_lambda=0.0, target_kl=1e-6)
+    PPOConfig(variant="penalty", adaptive_beta=False, clip_eps=0.999, beta=0.0, gamma=1.0, gae_lambda=0.0,
+              target_kl=1e-6)
 
 
 @pytest.mark.parametrize("cls", [PPO, TRPO])

@@ -25,6 +25,8 @@
 # a GPT of about 100 000 parameters, a reward model, and PPO — in a couple of minutes on a CPU.
 # Because the truth is known, we can *measure* what the literature can only argue about.
 #
+# **Your time:** about 120 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Describe RLHF as reinforcement learning: the language model is the policy, a token is an action, a response is an episode.

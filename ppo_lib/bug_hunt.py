@@ -37,8 +37,9 @@ MYSTERY = base64.b64decode(b"ZWFybHkgc3RvcCBvbiB0aGUgd3JvbmcgS0w=").decode()
 _WHY_NOT = {
     "none": "the mystery run never stops its epochs early although target_kl is set, and its largest KL of "
             "an update is several times the healthy run's. Something is wrong.",
-    "entropy sign": "look at the entropy: it falls at about the healthy run's pace (with the wrong sign it "
-                    "collapses much faster). The striking difference is elsewhere.",
+    "entropy sign": "read the configuration before the curves: the hunt's entropy_coef is 0, so the entropy "
+                    "term is multiplied by 0 and its sign changes nothing. This bug could not have left a "
+                    "trace in this run.",
     "advantages not normalised": "unnormalised advantages would change the *size* of every step, but the "
                                  "target KL should still stop the epochs: count the epochs per update.",
     "truncation as termination": "CartPole's time limit would only matter near 500 steps, and it would show "
@@ -117,7 +118,7 @@ class BuggyPPO(PPO):
 def check_bug_guess(guess) -> bool:
     """Say whether ``guess`` (a key of ``BUGS``) is the mystery run's bug, with the reason if not."""
     if guess is None or guess == "":
-        print("○ bug hunt: no guess yet. Set `my_guess` to one of: " + ", ".join(repr(b) for b in BUGS))
+        print("○ bug hunt: no guess yet. Make `bug_guess()` return one of: " + ", ".join(repr(b) for b in BUGS))
         return False
     if guess not in BUGS:
         print(f"✗ bug hunt: {guess!r} is not one of the candidates: " + ", ".join(repr(b) for b in BUGS))

@@ -18,7 +18,7 @@
 # **critic** $V_\phi(s)$, that predicts that sum — and uses the prediction both as a
 # baseline and as a stand-in for the rewards it has not seen yet.
 #
-# **Your time:** about 60 minutes to read, run, do the exercises and play with the widgets.
+# **Your time:** about 60 minutes to read, run and do the exercises.
 #
 # **Learning objectives.** After this chapter you can:
 #
@@ -55,10 +55,10 @@ SEEDS = [0, 1, 2]
 # one-step consistency (the Bellman equation):
 # $V^\pi(s_t) = \mathbb E[r_t + \gamma V^\pi(s_{t+1})]$.
 #
-# The **TD error** measures, for one transition, how much better things went than the
-# critic expected:
-#
-# $$\delta_t = r_t + \gamma V_\phi(s_{t+1}) - V_\phi(s_t).$$
+# The **TD error** $\delta_t$ measures, for one transition, how much better things went
+# than the critic expected: the Bellman equation's right-hand side, evaluated on the one
+# transition that happened and with the critic standing in for $V^\pi$, minus the
+# critic's prediction at $s_t$ (exercise 2.1 has you write it down).
 #
 # If $V_\phi = V^\pi$, then $\mathbb E[\delta_t \mid s_t, a_t] = Q^\pi(s_t,a_t) - V^\pi(s_t) = A^\pi(s_t,a_t)$,
 # the **advantage** of $a_t$: a one-step, low-variance estimate we can plug into the
@@ -80,9 +80,9 @@ SEEDS = [0, 1, 2]
 # is the value of whatever follows step t (the next exercise builds it, with all the
 # episode-end rules folded in, so you need no done mask here).
 #
-# Work it out from the Bellman equation rather than copying the display: what did the
-# critic *predict* at $s_t$, and what does one observed reward plus the critic's own
-# estimate of the rest say instead? Your function must not loop: it has to work
+# Work it out from the Bellman equation: what did the critic *predict* at $s_t$, and
+# what does one observed reward plus the critic's own (discounted) estimate of the rest
+# say instead? Your function must not loop: it has to work
 # unchanged for one environment `(T,)` and for N of them `(T, N)`.
 #
 # *Think first:* on the endless "+1 every step" task used below, where no action
@@ -108,8 +108,13 @@ print("exact critic:    ", deltas_exact, "\ncritic that says 0:", deltas_zero_cr
 assert np.allclose(deltas_exact, 0.0) and np.allclose(deltas_zero_critic, 1.0)
 
 # %% [markdown]
-# With an exact critic and deterministic dynamics, $\delta_t$ *is* the advantage
-# $Q(s_t,a_t) - V(s_t)$ of the action taken; on a task where actions change nothing,
+# What you wrote is
+#
+# $$\delta_t = r_t + \gamma V_\phi(s_{t+1}) - V_\phi(s_t),$$
+#
+# one line for any number of environments. With an exact critic and deterministic
+# dynamics, $\delta_t$ *is* the advantage $Q(s_t,a_t) - V(s_t)$ of the action taken; on a
+# task where actions change nothing,
 # every advantage, hence every TD error, is 0: nothing to learn, correctly. A critic
 # that knows nothing ($V \equiv 0$) turns $\delta_t$ into the raw reward: no baseline
 # and no bootstrap at all.
@@ -267,12 +272,14 @@ ax_d.set_title("A2C seed 0: the critic's loss (smoothed)")
 ax_d.legend()
 plt.tight_layout()
 plt.show()
+assert smoothed.max() > 2 * smoothed[0]  # the value loss grows while the policy improves
 
 # %% [markdown]
 # With these settings A2C updates every 40 steps instead of every 2 000, and its
-# advantages lean on the critic instead of on long noisy sums. The value loss grows at
-# first — the returns grow as the policy improves, and the critic chases a moving
-# target — which is the normal picture of an actor-critic.
+# advantages lean on the critic instead of on long noisy sums. The value loss *grows*
+# over most of the run: the returns grow as the policy improves, and the critic chases a
+# moving target. That is the normal picture of an actor-critic, not a sign of a broken
+# critic.
 
 # %% [markdown]
 # ## What we learned

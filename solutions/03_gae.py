@@ -182,12 +182,16 @@ display(gae_explorer)
 # $\lambda \approx 0.95$ is the usual compromise.
 
 # %%
+best_lambda = {}
 for error in (0.0, 1.0):
     study = gae_study(walk, critic_with_error(walk, error), lambdas, episodes=200)
-    best = study.lambdas[int(np.argmin(study.mse))]
+    best = best_lambda[error] = study.lambdas[int(np.argmin(study.mse))]
+    if error == 0.0:  # a perfect critic: at lambda = 0 every TD error is the true advantage
+        assert study.bias_sq[0] < 1e-12 and study.variance[0] < 1e-12
     print(f"critic error {error:.1f}: best lambda {best:.2f}; at lambda=0: bias^2 {study.bias_sq[0]:.5f}, "
           f"variance {study.variance[0]:.5f}; at lambda=1: bias^2 {study.bias_sq[-1]:.5f}, "
           f"variance {study.variance[-1]:.5f}")
+assert best_lambda[1.0] > best_lambda[0.0]  # a worse critic moves the best lambda up
 
 # %% [markdown]
 # ### Exercise 3.2 — normalising advantages
@@ -260,22 +264,23 @@ lambda_trainer = training_widget(train_with_lambda, LAMBDAS, value=0.95, name="l
 display(lambda_trainer)
 
 # %% [markdown]
-# One seed per setting is an anecdote, not a result — rerun with other seeds before you
-# believe a ranking of the high values. What holds up across seeds: small $\lambda$
-# struggles. Early on the critic knows nothing, and one-step TD errors inherit its
-# ignorance; here the policy can even lock into pushing one way (returns near 10, worse
-# than random) before the critic has caught up. With $\lambda$ near 1 the real rewards
-# carry the signal until the critic is worth trusting.
+# One seed per setting is an anecdote, not a result: rerun with other seeds before you
+# believe any ranking you see here. There is a structural reason to expect small
+# $\lambda$ to struggle early, though. At first the critic knows nothing, and one-step TD
+# errors inherit its ignorance (the random-walk study above measured that bias); the
+# policy can lock into a poor habit before the critic has caught up. With $\lambda$ near 1
+# the real rewards carry the signal until the critic is worth trusting.
 
 # %% [markdown]
 # ## What we learned
 #
 # - GAE is $\sum_l (\gamma\lambda)^l \delta_{t+l}$: an exponentially weighted average of
 #   k-step advantages, computed backwards in one pass, cut at episode ends.
-# - $\lambda = 0$ is the TD error, $\lambda = 1$ the Monte-Carlo advantage — checked to
-#   float32 precision on a real batch.
-# - Small $\lambda$: low variance, bias from the critic; large $\lambda$: no bias, high
-#   variance. We measured both against exact advantages.
+# - $\lambda = 0$ is the TD error, $\lambda = 1$ the Monte-Carlo advantage up to the
+#   bootstrap at the end of a segment — checked to float32 precision on a real batch.
+# - Small $\lambda$: low variance, bias from the critic; large $\lambda$: little bias (the
+#   critic still enters where a segment is cut), high variance. We measured both against
+#   exact advantages.
 # - Normalising advantages must not divide by the std of a single element.
 #
 # **Next:** chapter 4 asks how *far* the policy may move on these advantages in one step.

@@ -24,6 +24,8 @@
 # model, same 1000 preference pairs, one evaluator (gold reward and KL to the SFT model, on
 # fresh samples, three seeds), each method swept over its own knob.
 #
+# **Your time:** about 90 minutes to read, run, do the exercises and play with the widgets.
+#
 # **Learning objectives.** After this chapter you can:
 #
 # - Derive the DPO loss from the closed-form optimum of the KL-regularised objective, implement it, and train DPO on preference pairs.

@@ -49,6 +49,28 @@ def test_chapter_and_solution_differ_only_inside_exercise_cells(ch):
 
 
 @pytest.mark.parametrize("ch", BOOK.chapters, ids=lambda c: c.id)
+def test_no_prose_is_hidden_in_a_code_cell(ch):
+    # a missing `# %% [markdown]` marker turns a section into comments at the end of a code cell:
+    # its headings and formulas never render
+    import re
+
+    for i, cell in enumerate(_cells(ch.solution_path)):
+        if cell.cell_type == "code":
+            hidden = [line for line in cell.source.splitlines() if re.match(r"#+ +#{1,4} |# *\$\$", line)]
+            assert not hidden, f"{ch.solution_path.name} cell {i}: markdown inside a code cell: {hidden[:2]}"
+
+
+@pytest.mark.parametrize("ch", BOOK.chapters, ids=lambda c: c.id)
+def test_chapter_states_the_learner_s_time_of_book_yml(ch):
+    assert ch.learner_minutes, f"{ch.file}: book.yml gives no learner_minutes"
+    first = _cells(ch.chapter_path)[0].source
+    assert f"**Your time:** about {ch.learner_minutes:g} minutes" in first, f"{ch.file}: header and book.yml disagree"
+    widgets = "play with the widgets" in first
+    assert widgets == ("ipywidgets" in ch.solution_path.read_text() or "_widget(" in ch.solution_path.read_text()), (
+        f"{ch.file}: the header's 'play with the widgets' must match whether the chapter has widgets")
+
+
+@pytest.mark.parametrize("ch", BOOK.chapters, ids=lambda c: c.id)
 def test_chapter_states_the_objectives_of_book_yml(ch):
     first = _cells(ch.chapter_path)[0]
     assert first.cell_type == "markdown"

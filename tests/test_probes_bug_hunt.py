@@ -76,3 +76,19 @@ def test_unknown_bug_is_refused():
     with pytest.raises(ValueError, match="bug"):
         BuggyPPO(make_probe("constant_reward").observation_space, make_probe("constant_reward").action_space,
                  PPOConfig(**PROBE_CONFIG), bug="typo")
+
+
+
+@pytest.mark.parametrize("entropy_coef, same", [(0.0, True), (0.05, False)])
+def test_the_entropy_sign_bug_leaves_no_trace_when_the_entropy_coefficient_is_0(entropy_coef, same):
+    # what the checker tells a learner who guesses it in the hunt, whose config has entropy_coef=0
+    from ppo_lib.train import train
+
+    env = make_probe("action_reward")
+    params = {}
+    for bug in ("none", "entropy sign"):
+        algo = BuggyPPO(env.observation_space, env.action_space, PPOConfig(**PROBE_CONFIG, entropy_coef=entropy_coef),
+                        seed=0, bug=bug)
+        train(algo, lambda: make_probe("action_reward"), 512, seed=0, progress=False)
+        params[bug] = torch.cat([p.detach().flatten() for p in algo.policy.parameters()])
+    assert torch.equal(params["none"], params["entropy sign"]) == same

@@ -1,7 +1,8 @@
-"""Sensitivity of PPO to its hyperparameters on CartPole-v1 and Pendulum-v1: one knob at a time.
+"""Sensitivity of PPO to its hyperparameters on CartPole-v1 and Pendulum-v1: one knob at a time (11 knobs).
 
     .venv/bin/python benchmarks/sensitivity.py --jobs 2                          # both tasks (~55 min on 2 cores)
     .venv/bin/python benchmarks/sensitivity.py --jobs 2 --envs Pendulum-v1       # one task; the other's rows are kept
+    .venv/bin/python benchmarks/sensitivity.py --jobs 2 --knobs target_kl         # one knob; the others' runs are kept
 
 Starting from a task's preset (``CARTPOLE_FAST_PRESET``, ``PENDULUM_PRESET``), each
 knob is set to three values spanning its typical range (one of them the preset's),
@@ -39,6 +40,11 @@ TASKS = {
         "lr": [5e-4, 1.5e-3, 5e-3],
         "epochs": [3, 8, 20],
         "minibatch_size": [64, 256, 512],
+        "rollout_steps": [32, 64, 256],
+        "value_coef": [0.5, 1.0, 2.0],
+        "entropy_coef": [0.0, 0.003, 0.01],
+        "target_kl": [None, 0.01, 0.03],
+        "max_grad_norm": [0.0, 0.5, 1.0],
     }),
     # Pendulum's preset discounts at 0.9, below the usual range: its reward is dense and
     # the swing-up is decided within a few dozen steps, so the sweep spans 0.9 - 0.99.
@@ -49,8 +55,20 @@ TASKS = {
         "lr": [3e-4, 1e-3, 3e-3],
         "epochs": [3, 10, 20],
         "minibatch_size": [64, 256, 512],
+        "rollout_steps": [128, 512, 2048],
+        "value_coef": [0.5, 1.0, 2.0],
+        "entropy_coef": [0.0, 0.003, 0.01],
+        "target_kl": [None, 0.01, 0.03],
+        "max_grad_norm": [0.0, 0.5, 1.0],
     }),
 }
+# rollout_steps is the horizon per environment (the batch is num_envs x rollout_steps); target_kl None and
+# max_grad_norm 0 mean "off"; value_coef multiplies 1/2 (V - R)^2 (so 1.0 here is 0.5 on the unhalved square)
+
+
+def label(value) -> str:
+    """How a swept value is shown: None and 0 mean "off" for the knobs that can be switched off."""
+    return "off" if value is None or value == 0 else f"{value:g}"
 
 
 def run(env_id: str, knob: str, value, seed: int) -> dict:
@@ -78,6 +96,8 @@ def main() -> int:
     p.add_argument("--envs", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--knobs", nargs="+", default=None, metavar="KNOB",
+                   help="only these knobs; the task's other knobs are kept from the existing file")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     out = Path(args.out)
@@ -92,17 +112,31 @@ def main() -> int:
     try:
         for env_id in args.envs:
             task = TASKS[env_id]
-            entry = {**{k: v for k, v in header().items() if k != "machine"}, "budget": task["budget"],
-                     "preset": task["preset"], "sweeps": task["sweeps"], "runs": [], "complete": False}
+            knobs = args.knobs or list(task["sweeps"])
+            unknown = [k for k in knobs if k not in task["sweeps"]]
+            if unknown:
+                p.error(f"{env_id}: unknown knobs {unknown}; choose from {list(task['sweeps'])}")
+            run_info = {k: v for k, v in header().items() if k != "machine"}
+            old = kept.get(env_id) if args.knobs else None
+            if old is not None:  # add or redo some knobs: the others' runs stay as they were
+                if old["budget"] != task["budget"] or old["preset"] != task["preset"]:
+                    p.error(f"{env_id}: the file's budget or preset differs from the script's: rerun all knobs")
+                entry = {**old, "sweeps": task["sweeps"], "complete": False,
+                         "runs": [r for r in old["runs"] if r["knob"] not in knobs],
+                         "added_by": old.get("added_by", []) + [{**run_info, "knobs": knobs}]}
+            else:
+                entry = {**run_info, "budget": task["budget"], "preset": task["preset"], "sweeps": task["sweeps"],
+                         "runs": [], "complete": False}
             record["tasks"][env_id] = entry
-            for knob, values in task["sweeps"].items():
+            for knob in knobs:
+                values = task["sweeps"][knob]
                 jobs = [(env_id, knob, v, s) for v in values for s in args.seeds]
                 entry["runs"] += pool.map(_job, jobs, chunksize=1) if pool else [_job(j) for j in jobs]
                 print(f"{env_id} {knob}: " + ", ".join(
-                    f"{v:g} -> {np.mean([r['mean_training_return'] for r in entry['runs'] if r['knob'] == knob and r['value'] == v]):.1f}"
+                    f"{label(v)} -> {np.mean([r['mean_training_return'] for r in entry['runs'] if r['knob'] == knob and r['value'] == v]):.1f}"
                     for v in values), flush=True)
                 write(record, out)  # after every knob: an interrupted sweep keeps what it finished
-            entry["complete"] = True
+            entry["complete"] = {r["knob"] for r in entry["runs"]} == set(task["sweeps"])
             write(record, out)
     finally:
         if pool:

@@ -1,6 +1,6 @@
 """Sensitivity of PPO to its hyperparameters on CartPole-v1 and Pendulum-v1: one knob at a time (11 knobs).
 
-    .venv/bin/python benchmarks/sensitivity.py --jobs 2                          # both tasks (~55 min on 2 cores)
+    .venv/bin/python benchmarks/sensitivity.py --jobs 2                          # both tasks (~40 min on 2 cores)
     .venv/bin/python benchmarks/sensitivity.py --jobs 2 --envs Pendulum-v1       # one task; the other's rows are kept
     .venv/bin/python benchmarks/sensitivity.py --jobs 2 --knobs target_kl         # one knob; the others' runs are kept
 

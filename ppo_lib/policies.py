@@ -176,13 +176,14 @@ class ActorCritic(nn.Module):
             raise TypeError(f"action space {action_space}: supported are Discrete and 1-D Box")
         self.observation_space, self.action_space = observation_space, action_space
         self.shared, self.hidden, self.ortho_init = shared, tuple(hidden), ortho_init
+        self.obs_dim = obs_dim
         self.critic = _net(obs_dim, hidden, 1, 1.0, ortho_init, body) if critic else None
         self.obs_rms = None  # set by training with observation normalisation (used by evaluate)
 
     def _obs(self, obs, who: str) -> torch.Tensor:
         """``obs`` as a float tensor of shape (..., obs_dim): a NumPy array or a list from the env is
         converted; anything else, or the wrong last dimension, is a clear error."""
-        dim = _obs_dim(self.observation_space)
+        dim = self.obs_dim
         if not isinstance(obs, torch.Tensor):
             try:
                 obs = torch.as_tensor(np.asarray(obs, dtype=np.float32))
@@ -197,7 +198,9 @@ class ActorCritic(nn.Module):
         return obs
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = self._obs(obs, "value")
+        return self._value(self._obs(obs, "value"))
+
+    def _value(self, obs: torch.Tensor) -> torch.Tensor:  # obs already checked by the caller
         if self.critic is None:
             return torch.zeros(obs.shape[:-1])
         return self.critic(obs).squeeze(-1)
@@ -208,13 +211,13 @@ class ActorCritic(nn.Module):
         obs = self._obs(obs, "act")
         dist = self.actor.distribution(obs)
         actions = dist.sample()
-        return actions, self.actor.log_prob(dist, actions), self.value(obs)
+        return actions, self.actor.log_prob(dist, actions), self._value(obs)
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
         """(log-probs, entropies, values) of given actions, with gradients."""
         obs = self._obs(obs, "evaluate")
         dist = self.actor.distribution(obs)
-        return self.actor.log_prob(dist, actions), self.actor.entropy(dist), self.value(obs)
+        return self.actor.log_prob(dist, actions), self.actor.entropy(dist), self._value(obs)
 
     def env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """What is sent to the environment: clipped to the Box bounds (only here)."""

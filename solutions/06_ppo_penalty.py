@@ -211,10 +211,15 @@ def draw_penalty(data, fig):
     fig.tight_layout()
 
 
+def share_in_band(kl, target):
+    """The share of updates whose measured KL lies inside the rule's band [target / 1.5, 1.5 target]."""
+    return np.mean((kl >= target / 1.5) & (kl <= 1.5 * target))
+
+
 def describe_penalty(data):
     (beta, target, mode), h = data
     kl = np.array(h.diagnostics["kl"])
-    inside = np.mean((kl >= target / 1.5) & (kl <= 1.5 * target))
+    inside = share_in_band(kl, target)
     return (f"<b>{mode} beta, initial {beta:g}, target {target:g}</b>: {inside:.0%} of the updates inside the band; "
             f"median KL {np.median(kl):.4f}; final beta {h.diagnostics['beta'][-1]:.3g}")
 
@@ -242,7 +247,7 @@ for beta, mode in ((0.1, "adaptive"), (1.0, "adaptive"), (10.0, "adaptive"), (0.
     kl = np.array(h.diagnostics["kl"])
     penalty_summary[beta, mode] = median_kl = float(np.median(kl[len(kl) // 2:]))
     penalty_returns[beta, mode] = float(np.mean(h.episode_returns[-20:]))
-    inside = np.mean((kl >= 0.01 / 1.5) & (kl <= 0.015))
+    inside = share_in_band(kl, 0.01)
     if mode == "adaptive":
         assert inside < 0.5  # most single updates land outside the band, even with the rule
     print(f"{mode:>8s} {beta:5g} {median_kl:20.4f} {inside:16.0%} {h.diagnostics['beta'][-1]:11.3g} "

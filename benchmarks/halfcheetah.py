@@ -57,7 +57,7 @@ def main() -> int:
               "curve": {"steps": h.episode_steps[::10], "returns": [round(r, 1) for r in h.episode_returns[::10]]}}
     write(record, RESULTS / "halfcheetah.json")
     if args.render:
-        from ppo_lib.animation import animate_frames
+        from ppo_lib.teaching.animation import animate_frames
 
         renv = gym.make(args.env, render_mode="rgb_array")
         obs, _ = renv.reset(seed=123)

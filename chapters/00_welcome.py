@@ -86,9 +86,9 @@ import numpy as np
 from IPython.display import display
 
 from ppo_lib.advantages import discounted_return as reference_discounted_return
-from ppo_lib.animation import animate_cartpole, run_episode
-from ppo_lib.checks import check_discounted_return
-from ppo_lib.widgets import SAMPLE_REWARDS, discount_view, gamma_widget
+from ppo_lib.teaching.animation import animate_cartpole, run_episode
+from ppo_lib.teaching.checks import check_discounted_return
+from ppo_lib.teaching.widgets import SAMPLE_REWARDS, discount_view, gamma_widget
 
 SEED = 0
 

@@ -34,10 +34,10 @@ import torch
 
 from ppo_lib.advantages import reward_to_go as library_reward_to_go
 from ppo_lib.algos import REINFORCE, ReinforceConfig
-from ppo_lib.animation import animate_cartpole, run_episode
-from ppo_lib.checks import check_reinforce_loss, check_reward_to_go
-from ppo_lib.plots import learning_curves
-from ppo_lib.toy_problems import ChoiceSequence, estimator_statistics
+from ppo_lib.teaching.animation import animate_cartpole, run_episode
+from ppo_lib.teaching.checks import check_reinforce_loss, check_reward_to_go
+from ppo_lib.teaching.plots import learning_curves
+from ppo_lib.teaching.toy_problems import ChoiceSequence, estimator_statistics
 from ppo_lib.train import train
 
 torch.set_num_threads(1)  # tiny networks: one thread is faster than two fighting

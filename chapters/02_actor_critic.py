@@ -36,12 +36,12 @@ import torch
 
 from ppo_lib.advantages import bootstrap_values as library_bootstrap_values
 from ppo_lib.algos import A2C, REINFORCE, A2CConfig, ReinforceConfig
-from ppo_lib.checks import check_bootstrap_values, check_td_errors
+from ppo_lib.teaching.checks import check_bootstrap_values, check_td_errors
 from ppo_lib.envs import VecEnv
-from ppo_lib.plots import learning_curves
+from ppo_lib.teaching.plots import learning_curves
 from ppo_lib.policies import ActorCritic
 from ppo_lib.rollout import collect_rollout
-from ppo_lib.toy_problems import ConstantRewardEnv
+from ppo_lib.teaching.toy_problems import ConstantRewardEnv
 from ppo_lib.train import train
 
 torch.set_num_threads(1)

@@ -37,14 +37,14 @@ from IPython.display import display
 from ppo_lib.advantages import bootstrap_values, reward_to_go, td_errors
 from ppo_lib.advantages import gae as library_gae
 from ppo_lib.algos import A2C, A2CConfig
-from ppo_lib.checks import check_gae, check_normalize_advantages
+from ppo_lib.teaching.checks import check_gae, check_normalize_advantages
 from ppo_lib.envs import VecEnv
-from ppo_lib.plots import learning_curves
+from ppo_lib.teaching.plots import learning_curves
 from ppo_lib.policies import ActorCritic
 from ppo_lib.rollout import collect_rollout
-from ppo_lib.toy_problems import RandomWalk, critic_with_error, gae_study
+from ppo_lib.teaching.toy_problems import RandomWalk, critic_with_error, gae_study
 from ppo_lib.train import train
-from ppo_lib.widgets import lambda_widget, training_widget
+from ppo_lib.teaching.widgets import lambda_widget, training_widget
 
 torch.set_num_threads(1)
 

@@ -35,10 +35,10 @@ from IPython.display import display
 
 from ppo_lib.algos import CARTPOLE_PRESET, PPO, PPOConfig
 from ppo_lib.algos import adaptive_kl_beta as library_adaptive_kl_beta
-from ppo_lib.checks import check_adaptive_kl_beta, check_kl_penalty_objective
-from ppo_lib.plots import learning_curves
+from ppo_lib.teaching.checks import check_adaptive_kl_beta, check_kl_penalty_objective
+from ppo_lib.teaching.plots import learning_curves
 from ppo_lib.train import train
-from ppo_lib.widgets import LiveFigure
+from ppo_lib.teaching.widgets import LiveFigure
 
 torch.set_num_threads(1)
 env = gym.make("CartPole-v1")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from ppo_lib.checks import check_dpo_loss, check_group_advantages, check_k3_kl, check_rloo_advantages
+from ppo_lib.teaching.checks import check_dpo_loss, check_group_advantages, check_k3_kl, check_rloo_advantages
 from ppo_lib.course import REPO_ROOT
 from ppo_lib.rlhf.dpo import DPOConfig, pair_logprobs, train_dpo
 from ppo_lib.rlhf.evaluate import evaluate_policy
@@ -52,7 +52,7 @@ from ppo_lib.rlhf.grpo import GRPOConfig, train_grpo
 from ppo_lib.rlhf.model import resolve_device
 from ppo_lib.rlhf.pretrain import pretrain
 from ppo_lib.rlhf.reward_model import train_reward_model
-from ppo_lib.widgets import LiveFigure
+from ppo_lib.teaching.widgets import LiveFigure
 
 torch.set_num_threads(1)
 device = resolve_device("auto")

@@ -38,9 +38,9 @@ import torch
 from ppo_lib.algos import A2C, TRPO, A2CConfig, TRPOConfig
 from ppo_lib.algos.trpo import fisher_vector_product as library_fvp
 from ppo_lib.algos.trpo import flat_grad
-from ppo_lib.checks import check_conjugate_gradient, check_fisher_vector_product
+from ppo_lib.teaching.checks import check_conjugate_gradient, check_fisher_vector_product
 from ppo_lib.envs import VecEnv
-from ppo_lib.plots import learning_curves
+from ppo_lib.teaching.plots import learning_curves
 from ppo_lib.policies import ActorCritic
 from ppo_lib.rollout import collect_rollout
 from ppo_lib.train import train

@@ -38,12 +38,12 @@ from IPython.display import Markdown, display
 
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, CARTPOLE_PRESET, PPO, PPOConfig
-from ppo_lib.checks import check_clipped_surrogate, check_ppo_update, check_probability_ratio
+from ppo_lib.teaching.checks import check_clipped_surrogate, check_ppo_update, check_probability_ratio
 from ppo_lib.losses import approx_kl, normalize, value_loss
 from ppo_lib.losses import clipped_surrogate as library_clipped_surrogate
-from ppo_lib.plots import learning_curves
+from ppo_lib.teaching.plots import learning_curves
 from ppo_lib.train import train
-from ppo_lib.widgets import clip_widget, training_widget
+from ppo_lib.teaching.widgets import clip_widget, training_widget
 
 torch.set_num_threads(1)
 env = gym.make("CartPole-v1")

@@ -43,14 +43,14 @@ import torch
 from IPython.display import display
 
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, PENDULUM_PRESET, PPO, PPOConfig
-from ppo_lib.animation import animate_pendulum, run_episode
-from ppo_lib.bug_hunt import BUGS, BuggyPPO, check_bug_guess
-from ppo_lib.probes import PROBES, run_probe
-from ppo_lib.checks import check_clipped_value_loss, check_gaussian_log_prob_entropy, check_running_mean_std
+from ppo_lib.teaching.animation import animate_pendulum, run_episode
+from ppo_lib.teaching.bug_hunt import BUGS, BuggyPPO, check_bug_guess
+from ppo_lib.teaching.probes import PROBES, run_probe
+from ppo_lib.teaching.checks import check_clipped_value_loss, check_gaussian_log_prob_entropy, check_running_mean_std
 from ppo_lib.course import REPO_ROOT
 from ppo_lib.normalization import RunningMeanStd
 from ppo_lib.train import evaluate, train
-from ppo_lib.widgets import LiveFigure
+from ppo_lib.teaching.widgets import LiveFigure
 
 torch.set_num_threads(1)
 
@@ -642,7 +642,7 @@ print(f"your run: inside the reference band for {inside:.0%} of the training ste
 for bug, what in BUGS.items():
     if bug != "none":
         print(f"- {bug!r}: {what}")
-from ppo_lib.bug_hunt import MYSTERY as _mystery  # noqa: E402  (the run needs it; don't print it)
+from ppo_lib.teaching.bug_hunt import MYSTERY as _mystery  # noqa: E402  (the run needs it; don't print it)
 
 mystery = train(BuggyPPO(env.observation_space, env.action_space, HUNT, seed=0, bug=_mystery), "CartPole-v1", 30_000,
                 seed=0, progress=False).history

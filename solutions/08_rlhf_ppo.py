@@ -46,7 +46,7 @@ import torch
 from IPython.display import display
 
 from ppo_lib.advantages import gae as library_gae
-from ppo_lib.checks import (check_adaptive_kl_update, check_bradley_terry_loss, check_gather_logprobs,
+from ppo_lib.teaching.checks import (check_adaptive_kl_update, check_bradley_terry_loss, check_gather_logprobs,
                             check_masked_whiten, check_per_token_rewards)
 from ppo_lib.course import REPO_ROOT
 from ppo_lib.rlhf import language as lang
@@ -58,7 +58,7 @@ from ppo_lib.rlhf.ppo import RLHFConfig, token_values, train_ppo
 from ppo_lib.rlhf.pretrain import pretrain, sample_report
 from ppo_lib.rlhf.reward_model import RewardConfig, agreement, score, score_texts, train_reward_model
 from ppo_lib.rlhf.token_advantages import token_gae
-from ppo_lib.widgets import LiveFigure
+from ppo_lib.teaching.widgets import LiveFigure
 
 torch.set_num_threads(1)
 device = resolve_device("auto")  # a GPU when there is one; everything below also runs on the CPU

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ppo_lib.advantages import discounted_return as reference
-from ppo_lib.checks import Case, Exercise, ExerciseError, check_discounted_return, compare
+from ppo_lib.teaching.checks import Case, Exercise, ExerciseError, check_discounted_return, compare
 
 
 def unfilled(rewards, gamma):

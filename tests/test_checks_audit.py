@@ -28,7 +28,7 @@ from ppo_lib import losses as lib_losses
 from ppo_lib.advantages import discounted_return as ref_discounted_return
 from ppo_lib.algos.ppo import adaptive_kl_beta as ref_adaptive_kl_beta
 from ppo_lib.algos.trpo import conjugate_gradient as ref_cg
-from ppo_lib.checks import (check_adaptive_kl_beta, check_bootstrap_values, check_clipped_surrogate,
+from ppo_lib.teaching.checks import (check_adaptive_kl_beta, check_bootstrap_values, check_clipped_surrogate,
                             check_clipped_value_loss, check_conjugate_gradient, check_discounted_return,
                             check_fisher_vector_product, check_gae, check_kl_penalty_objective,
                             check_normalize_advantages, check_probability_ratio, check_reinforce_loss,

@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.checks import (ALL_EXERCISES, check_dpo_loss, check_group_advantages, check_k3_kl,
+from ppo_lib.teaching.checks import (ALL_EXERCISES, check_dpo_loss, check_group_advantages, check_k3_kl,
                             check_rloo_advantages)
-from ppo_lib.checks.beyond_ppo import BEYOND_PPO_EXERCISES
+from ppo_lib.teaching.checks.beyond_ppo import BEYOND_PPO_EXERCISES
 from ppo_lib.rlhf.grpo import group_advantages, rloo_advantages
 from ppo_lib.rlhf.kl import kl_per_token
 from tests.catalogue import assert_accepted, assert_flagged, ids

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from ppo_lib.checks import ALL_EXERCISES, check_gaussian_log_prob_entropy, check_ppo_update
-from ppo_lib.checks.capstone import library_ppo_update
-from ppo_lib.checks.gaussian import reference_gaussian_log_prob_entropy
+from ppo_lib.teaching.checks import ALL_EXERCISES, check_gaussian_log_prob_entropy, check_ppo_update
+from ppo_lib.teaching.checks.capstone import library_ppo_update
+from ppo_lib.teaching.checks.gaussian import reference_gaussian_log_prob_entropy
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.losses import approx_kl, clipped_surrogate, normalize, value_loss
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_lib.checks import (check_adaptive_kl_beta, check_bootstrap_values, check_clipped_surrogate,
+from ppo_lib.teaching.checks import (check_adaptive_kl_beta, check_bootstrap_values, check_clipped_surrogate,
                             check_clipped_value_loss, check_conjugate_gradient, check_discounted_return,
                             check_fisher_vector_product, check_gae, check_normalize_advantages,
                             check_probability_ratio, check_reinforce_loss, check_running_mean_std)

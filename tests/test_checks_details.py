@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_lib.checks import check_clipped_value_loss, check_running_mean_std
+from ppo_lib.teaching.checks import check_clipped_value_loss, check_running_mean_std
 from tests.catalogue import assert_accepted, assert_flagged, ids
 
 

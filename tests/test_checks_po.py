@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ppo_lib.checks import (check_adaptive_kl_beta, check_clipped_surrogate, check_conjugate_gradient,
+from ppo_lib.teaching.checks import (check_adaptive_kl_beta, check_clipped_surrogate, check_conjugate_gradient,
                             check_fisher_vector_product, check_kl_penalty_objective, check_probability_ratio)
 from tests.catalogue import assert_accepted, assert_flagged, ids
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_lib.checks import (ALL_EXERCISES, check_bootstrap_values, check_gae, check_normalize_advantages,
+from ppo_lib.teaching.checks import (ALL_EXERCISES, check_bootstrap_values, check_gae, check_normalize_advantages,
                             check_reward_to_go, check_reinforce_loss, check_td_errors)
 from tests.catalogue import assert_accepted, assert_flagged, ids
 

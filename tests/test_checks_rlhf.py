@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.checks import (ALL_EXERCISES, check_adaptive_kl_update, check_bradley_terry_loss,
+from ppo_lib.teaching.checks import (ALL_EXERCISES, check_adaptive_kl_update, check_bradley_terry_loss,
                             check_gather_logprobs, check_masked_whiten, check_per_token_rewards)
-from ppo_lib.checks.rlhf import RLHF_EXERCISES
+from ppo_lib.teaching.checks.rlhf import RLHF_EXERCISES
 from ppo_lib.rlhf.token_advantages import masked_whiten
 from tests.catalogue import assert_accepted, assert_flagged, ids
 

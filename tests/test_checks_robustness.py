@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_lib.checks import ExerciseError
-from ppo_lib.checks.core import _same_input
+from ppo_lib.teaching.checks import ExerciseError
+from ppo_lib.teaching.checks.core import _same_input
 
-from ppo_lib.checks.beyond_ppo import BEYOND_PPO_EXERCISES
-from ppo_lib.checks.rlhf import RLHF_EXERCISES
+from ppo_lib.teaching.checks.beyond_ppo import BEYOND_PPO_EXERCISES
+from ppo_lib.teaching.checks.rlhf import RLHF_EXERCISES
 
 EXERCISES = [*RLHF_EXERCISES, *BEYOND_PPO_EXERCISES]
 CATALOGUE = [(ex, m) for ex in EXERCISES for m in ex.mistakes]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ppo_lib.algos import PPO, PPOConfig
-from ppo_lib.bug_hunt import BUGS, MYSTERY, BuggyPPO, check_bug_guess, ppo_update_with_bug
-from ppo_lib.checks import check_ppo_update
-from ppo_lib.probes import PROBES, make_probe, run_probe
+from ppo_lib.teaching.bug_hunt import BUGS, MYSTERY, BuggyPPO, check_bug_guess, ppo_update_with_bug
+from ppo_lib.teaching.checks import check_ppo_update
+from ppo_lib.teaching.probes import PROBES, make_probe, run_probe
 
 PROBE_CONFIG = dict(num_envs=4, rollout_steps=64, minibatch_size=64, epochs=4, lr=3e-3, gamma=0.9,
                     gae_lambda=0.95, hidden=(16,))

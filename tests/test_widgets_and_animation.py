@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ppo_lib.advantages import discount_weights, discounted_return
-from ppo_lib.animation import animate_cartpole, animate_frames, animate_pendulum, cartpole_geometry, run_episode
-from ppo_lib.widgets import SAMPLE_REWARDS, LiveFigure, discount_view, gamma_widget
+from ppo_lib.teaching.animation import animate_cartpole, animate_frames, animate_pendulum, cartpole_geometry, run_episode
+from ppo_lib.teaching.widgets import SAMPLE_REWARDS, LiveFigure, discount_view, gamma_widget
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 0.9, 0.99, 1.0])

@@ -78,7 +78,7 @@ def strict_test_source(src: str) -> str:
         return (f"{HIDDEN_BEGIN}\n_ppo_graded = {checker}.evaluate({name})\n{HIDDEN_END}\n"
                 f"{src.rstrip()}\n"
                 f"{HIDDEN_BEGIN}\nif not _ppo_graded.passed:\n"
-                f"    from ppo_lib.checks import ExerciseError\n"
+                f"    from ppo_lib.teaching.checks import ExerciseError\n"
                 f"    raise ExerciseError(_ppo_graded.message)\n{HIDDEN_END}\n")
     # any other checker cell: strict while it runs (no fallback if it fails)
     return (f"{HIDDEN_BEGIN}\nimport os as _ppo_os\n_ppo_os.environ[{STRICT_ENV!r}] = '1'\n{HIDDEN_END}\n"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.checks.core import Case, Exercise, Mistake, _fmt, compare
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, _fmt, compare
 from ppo_lib.rlhf.kl import adaptive_kl_update
 from ppo_lib.rlhf.model import gather_logprobs
 from ppo_lib.rlhf.reward_model import bradley_terry_loss

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ppo_lib import losses
-from ppo_lib.checks.core import Case, Exercise, InputChanged, Mistake, changed, tracked
+from ppo_lib.teaching.checks.core import Case, Exercise, InputChanged, Mistake, changed, tracked
 
 
 def _run_loss(fn, logprobs, weights):

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ppo_lib.checks.core import Case, Exercise, Mistake
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake
 
 
 def reference_gaussian_log_prob_entropy(mean, log_std, actions):

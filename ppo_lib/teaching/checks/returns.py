@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppo_lib.advantages import discounted_return
-from ppo_lib.checks.core import Case, Exercise, Mistake
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake
 
 
 def _powers(rewards, gamma, offset=0):

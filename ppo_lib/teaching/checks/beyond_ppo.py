@@ -17,7 +17,7 @@ difference to training, so it is not checked. The advantages are constants too (
 ``torch.no_grad()`` in the rollout): only their values are checked.
 
 The helpers that run a function on tracked inputs and explain odd return values are chapter 8's
-(:mod:`ppo_lib.checks.rlhf`), so that the two chapters' checkers answer alike.
+(:mod:`ppo_lib.teaching.checks.rlhf`), so that the two chapters' checkers answer alike.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.checks.core import Case, Exercise, Mistake
-from ppo_lib.checks.rlhf import (_Changed, _changed, _grad_or_zero, _NotATensor, _t, _tensor_compare, _tracked,
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake
+from ppo_lib.teaching.checks.rlhf import (_Changed, _changed, _grad_or_zero, _NotATensor, _t, _tensor_compare, _tracked,
                                  _watching_inputs, _loss_and_gradients)
 from ppo_lib.rlhf.dpo import dpo_loss
 from ppo_lib.rlhf.grpo import group_advantages, rloo_advantages

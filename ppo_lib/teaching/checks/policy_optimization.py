@@ -8,7 +8,7 @@ import torch
 from ppo_lib import losses
 from ppo_lib.algos.ppo import adaptive_kl_beta
 from ppo_lib.algos.trpo import conjugate_gradient
-from ppo_lib.checks.core import Case, Exercise, InputChanged, Mistake, changed, tracked
+from ppo_lib.teaching.checks.core import Case, Exercise, InputChanged, Mistake, changed, tracked
 
 D = torch.float64
 

@@ -17,7 +17,7 @@ import copy
 
 import torch
 
-from ppo_lib.checks.core import Case, Exercise, Mistake
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake
 
 
 def library_ppo_update(policy, optimizer, rollout, config, generator) -> dict:

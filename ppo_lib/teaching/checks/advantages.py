@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppo_lib import advantages as adv
-from ppo_lib.checks.core import Case, Exercise, Mistake, compare
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, compare
 
 A = np.array
 F = lambda *x: np.array(x, dtype=np.float64)  # noqa: E731

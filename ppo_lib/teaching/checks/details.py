@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ppo_lib import losses
-from ppo_lib.checks.core import (Case, Exercise, InputChanged, Mistake, _show, _what_came_back, changed, compare,
+from ppo_lib.teaching.checks.core import (Case, Exercise, InputChanged, Mistake, _show, _what_came_back, changed, compare,
                                  tracked)
 from ppo_lib.normalization import RunningMeanStd
 

@@ -97,10 +97,10 @@ def warn_ignored(obj: Any, names: tuple[str, ...], reason: str) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(obj)}
     changed = [f"{n}={getattr(obj, n)!r}" for n in names if getattr(obj, n) != defaults[n]]
     if changed:
-        warnings.warn(f"{', '.join(changed)}: ignored {reason}", UserWarning, stacklevel=_caller_level())
+        warnings.warn(f"{', '.join(changed)}: ignored {reason}", UserWarning, stacklevel=caller_stack_level())
 
 
-def _caller_level() -> int:
+def caller_stack_level() -> int:
     """The stack level of the first frame outside ppo_lib (and dataclasses' generated code),
     so that a warning points at the learner's line."""
     import os

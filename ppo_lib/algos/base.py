@@ -9,6 +9,16 @@ from ppo_lib.config import check_seed
 from ppo_lib.policies import ActorCritic, check_spaces
 
 
+def gradient_step(optimizer, parameters, loss: torch.Tensor, max_grad_norm: float | None) -> float:
+    """Zero the gradients, backpropagate ``loss``, clip the global gradient norm to
+    ``max_grad_norm`` (0 or None: no clipping) and step. Returns the norm before clipping."""
+    optimizer.zero_grad()
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm if max_grad_norm else float("inf"), foreach=True)
+    optimizer.step()
+    return float(norm)
+
+
 class Algorithm:
     """Subclasses set ``config`` (with ``rollout_steps``, ``lr``, ``hidden``...)
     and implement ``update(rollout) -> dict`` of diagnostics."""
@@ -53,12 +63,7 @@ class Algorithm:
         return self.config.rollout_steps
 
     def _step(self, loss: torch.Tensor, max_grad_norm: float | None) -> float:
-        self.optimizer.zero_grad()
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
-                                              max_grad_norm if max_grad_norm else float("inf"), foreach=True)
-        self.optimizer.step()
-        return float(norm)
+        return gradient_step(self.optimizer, self.policy.parameters(), loss, max_grad_norm)
 
     def update(self, rollout) -> dict[str, float]:
         raise NotImplementedError

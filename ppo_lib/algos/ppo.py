@@ -20,13 +20,15 @@ tensors (T, N) are flattened to (B,); minibatches are (M,).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
 
 from ppo_lib.advantages import rollout_advantages
-from ppo_lib.algos.base import Algorithm
-from ppo_lib.config import check_choice, check_config, check_flag, check_hidden, check_range, validated, warn_ignored
+from ppo_lib.algos.base import Algorithm, gradient_step
+from ppo_lib.config import (caller_stack_level, check_choice, check_config, check_flag, check_hidden, check_range,
+                             validated, warn_ignored)
 from ppo_lib.losses import (approx_kl, clipped_surrogate, clipped_value_loss, kl_penalty_surrogate, normalize,
                             value_loss)
 
@@ -105,9 +107,16 @@ class PPOConfig:
         if self.variant == "penalty" and self.adaptive_beta and self.beta == 0:
             raise ValueError("beta=0: with variant='penalty' and adaptive_beta=True, beta must be > 0 "
                              "(doubling or halving 0 leaves it 0 for ever)")
-        if self.minibatch_size > self.rollout_steps * self.num_envs:
+        batch = self.rollout_steps * self.num_envs
+        if self.minibatch_size > batch:
             raise ValueError(f"minibatch_size={self.minibatch_size}: must be <= rollout_steps x num_envs "
-                             f"= {self.rollout_steps * self.num_envs}")
+                             f"= {batch}")
+        if batch % self.minibatch_size:
+            # SB3 warns too (it keeps a smaller last minibatch; we drop it, as chapter 5 states)
+            warnings.warn(f"minibatch_size={self.minibatch_size} does not divide rollout_steps x num_envs = "
+                          f"{batch}: each epoch leaves {batch % self.minibatch_size} randomly chosen samples out "
+                          f"(every minibatch step averages {self.minibatch_size} samples)", UserWarning,
+                          stacklevel=caller_stack_level())
 
 
 #: A CartPole preset for notebooks: rl-baselines3-zoo's tuned hyperparameters.
@@ -123,6 +132,107 @@ CARTPOLE_FAST_PRESET = dict(num_envs=8, rollout_steps=64, minibatch_size=256, ga
 #: Pendulum-v1 (continuous actions): short horizon (gamma 0.9), larger steps.
 PENDULUM_PRESET = dict(num_envs=4, rollout_steps=512, minibatch_size=64, gamma=0.9, gae_lambda=0.95,
                        epochs=10, lr=1e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateHooks:
+    """Points of :func:`ppo_update` where the bug hunt (:mod:`ppo_lib.teaching.bug_hunt`)
+    switches one bug in, as a parameter rather than as a second copy of the update.
+    The defaults are PPO itself: each hook returns what it is given."""
+
+    def objective(self, objective: torch.Tensor) -> torch.Tensor:
+        return objective
+
+    def entropy_bonus(self, bonus: torch.Tensor) -> torch.Tensor:
+        return bonus
+
+    def early_stop_kl(self, k1: float, k3: float) -> float:
+        """The KL estimate that early stopping compares with ``target_kl``: k3 (never negative)."""
+        return k3
+
+
+def ppo_update(policy, optimizer, rollout, config: PPOConfig, generator: torch.Generator, *,
+               beta: float | None = None, clip_eps: float | None = None,
+               hooks: UpdateHooks | None = None) -> dict[str, float]:
+    r"""One PPO update of ``policy`` on ``rollout``: the one the library, chapter 5's capstone
+    and the bug hunt all run.
+
+    ``rollout`` holds T steps of N envs; advantages and value targets are computed once, then
+    ``config.epochs`` passes each draw one permutation of the B = T N samples from
+    ``generator`` and walk it in minibatches of M = ``config.minibatch_size``. When M does
+    not divide B, the last B mod M indices of each permutation are not used in that epoch
+    (a different random few each epoch; :class:`PPOConfig` warns when it is built): every
+    step then averages the same number of samples, as chapter 5's text states. ``beta``
+    (penalty variant) and ``clip_eps`` default to the config's; :class:`PPO` passes its
+    adapted beta and its annealed epsilon. Returns the diagnostics of the update (means over
+    minibatches, and KL estimates of pi_new against pi_old on the whole batch); it does not
+    adapt beta (the caller does, from ``info["kl"]``).
+    """
+    c, actor, hooks = config, policy.actor, hooks or UpdateHooks()
+    beta = c.beta if beta is None else beta
+    eps = max(c.clip_eps if clip_eps is None else clip_eps, 1e-8)
+    advantages, targets = rollout_advantages(rollout, c.gamma, c.gae_lambda,
+                                             truncation_as_termination=not c.bootstrap_truncation)
+    obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
+    logp_old, values_old = rollout.logprobs.flatten(), rollout.values.flatten()
+    advantages, targets = advantages.flatten(), targets.flatten()
+    with torch.no_grad():
+        old_params = actor.params(obs)  # pi_old at every state, for the exact KL
+    B = obs.shape[0]
+    if B < c.minibatch_size:
+        raise ValueError(f"the rollout has {B} samples ({rollout.T} steps x {rollout.N} envs), fewer than "
+                         f"minibatch_size={c.minibatch_size}: no minibatch can be formed. Use more envs or "
+                         f"steps, or a smaller minibatch (the config expects num_envs={c.num_envs})")
+    stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction")}
+    epochs_done, stopped_early = 0, False
+    for _ in range(c.epochs):
+        perm = torch.randperm(B, generator=generator)
+        for start in range(0, B - c.minibatch_size + 1, c.minibatch_size):
+            mb = perm[start:start + c.minibatch_size]
+            dist = actor.distribution(obs[mb])
+            logp, entropy = actor.log_prob(dist, actions[mb]), actor.entropy(dist)
+            values = policy.value(obs[mb])
+            ratio = torch.exp(logp - logp_old[mb])
+            adv = normalize(advantages[mb]) if c.normalize_advantages else advantages[mb]
+            if c.variant == "clip":
+                objective = clipped_surrogate(ratio, adv, eps)
+            elif c.variant == "penalty":
+                kl = actor.kl(actor.from_params(old_params[mb]), dist)  # exact, per state
+                objective = kl_penalty_surrogate(ratio, adv, kl, beta)
+            else:
+                objective = (ratio * adv.detach()).mean()
+            objective = hooks.objective(objective)
+            if c.clip_value:
+                v_loss = clipped_value_loss(values, values_old[mb], targets[mb], eps)
+            else:
+                v_loss = value_loss(values, targets[mb])
+            loss = -objective + c.value_coef * v_loss - hooks.entropy_bonus(c.entropy_coef * entropy.mean())
+            gradient_step(optimizer, policy.parameters(), loss, c.max_grad_norm)
+            stats["policy_loss"].append(-objective.item())
+            stats["value_loss"].append(v_loss.item())
+            stats["entropy"].append(entropy.mean().item())
+            stats["clip_fraction"].append(((ratio - 1.0).abs() > eps).float().mean().item())
+        epochs_done += 1
+        if c.target_kl is not None:
+            with torch.no_grad():
+                k1, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
+            if hooks.early_stop_kl(k1, k3) > c.target_kl:
+                stopped_early = True
+                break
+    # Diagnostics of the whole update: pi_new against pi_old on the full batch.
+    with torch.no_grad():
+        dist = actor.distribution(obs)
+        k1, k3 = approx_kl(logp_old, actor.log_prob(dist, actions))
+        kl_exact = actor.kl(actor.from_params(old_params), dist).mean().item()
+    # explained variance of the value targets by the rollout's own predictions (as CleanRL and
+    # SB3 compute it): the critic *after* fitting these very targets would flatter itself
+    var_y = targets.var().item()
+    explained = float("nan") if var_y == 0 else 1.0 - (targets - values_old).var().item() / var_y
+    info = {k: float(np.mean(v)) for k, v in stats.items()}
+    info.update(approx_kl_k1=k1, approx_kl_k3=k3, kl=kl_exact, explained_variance=explained,
+                epochs=float(epochs_done), early_stop=float(stopped_early), beta=beta,
+                lr=optimizer.param_groups[0]["lr"], clip_eps=eps)
+    return info
 
 
 class PPO(Algorithm):
@@ -161,69 +271,9 @@ class PPO(Algorithm):
         return c.clip_eps * (1.0 - self.progress) if c.anneal_clip else c.clip_eps
 
     def update(self, rollout) -> dict[str, float]:
-        c, actor = self.config, self.policy.actor
-        advantages, targets = rollout_advantages(rollout, c.gamma, c.gae_lambda,
-                                                 truncation_as_termination=not c.bootstrap_truncation)
-        obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
-        logp_old, values_old = rollout.logprobs.flatten(), rollout.values.flatten()
-        advantages, targets = advantages.flatten(), targets.flatten()
-        with torch.no_grad():
-            old_params = actor.params(obs)  # pi_old at every state, for the exact KL
-        eps = max(self.clip_eps, 1e-8)
-        B = obs.shape[0]
-        if B < c.minibatch_size:
-            raise ValueError(f"the rollout has {B} samples ({rollout.T} steps x {rollout.N} envs), fewer than "
-                             f"minibatch_size={c.minibatch_size}: no minibatch can be formed. Use more envs or "
-                             f"steps, or a smaller minibatch (the config expects num_envs={c.num_envs})")
-        stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction")}
-        epochs_done, stopped_early = 0, False
-        for _ in range(c.epochs):
-            perm = torch.randperm(B, generator=self._generator)
-            for start in range(0, B - c.minibatch_size + 1, c.minibatch_size):
-                mb = perm[start:start + c.minibatch_size]
-                dist = actor.distribution(obs[mb])
-                logp, entropy = actor.log_prob(dist, actions[mb]), actor.entropy(dist)
-                values = self.policy.value(obs[mb])
-                ratio = torch.exp(logp - logp_old[mb])
-                adv = normalize(advantages[mb]) if c.normalize_advantages else advantages[mb]
-                if c.variant == "clip":
-                    objective = clipped_surrogate(ratio, adv, eps)
-                elif c.variant == "penalty":
-                    kl = actor.kl(actor.from_params(old_params[mb]), dist)  # exact, per state
-                    objective = kl_penalty_surrogate(ratio, adv, kl, self.beta)
-                else:
-                    objective = (ratio * adv.detach()).mean()
-                if c.clip_value:
-                    v_loss = clipped_value_loss(values, values_old[mb], targets[mb], eps)
-                else:
-                    v_loss = value_loss(values, targets[mb])
-                loss = -objective + c.value_coef * v_loss - c.entropy_coef * entropy.mean()
-                self._step(loss, c.max_grad_norm)
-                stats["policy_loss"].append(-objective.item())
-                stats["value_loss"].append(v_loss.item())
-                stats["entropy"].append(entropy.mean().item())
-                stats["clip_fraction"].append(((ratio - 1.0).abs() > eps).float().mean().item())
-            epochs_done += 1
-            if c.target_kl is not None:
-                with torch.no_grad():
-                    _, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
-                if k3 > c.target_kl:
-                    stopped_early = True
-                    break
-        # Diagnostics of the whole update: pi_new against pi_old on the full batch.
-        with torch.no_grad():
-            dist = actor.distribution(obs)
-            k1, k3 = approx_kl(logp_old, actor.log_prob(dist, actions))
-            kl_exact = actor.kl(actor.from_params(old_params), dist).mean().item()
-        # explained variance of the value targets by the rollout's own predictions (as CleanRL and
-        # SB3 compute it): the critic *after* fitting these very targets would flatter itself
-        var_y = targets.var().item()
-        explained = float("nan") if var_y == 0 else 1.0 - (targets - values_old).var().item() / var_y
-        info = {k: float(np.mean(v)) for k, v in stats.items()}
-        info.update(approx_kl_k1=k1, approx_kl_k3=k3, kl=kl_exact, explained_variance=explained,
-                    epochs=float(epochs_done), early_stop=float(stopped_early), beta=self.beta,
-                    lr=self.optimizer.param_groups[0]["lr"], clip_eps=eps)
-        if c.variant == "penalty" and c.adaptive_beta:
-            self.beta = adaptive_kl_beta(self.beta, kl_exact, c.kl_target)
+        info = ppo_update(self.policy, self.optimizer, rollout, self.config, self._generator,
+                          beta=self.beta, clip_eps=self.clip_eps)
+        if self.config.variant == "penalty" and self.config.adaptive_beta:
+            self.beta = adaptive_kl_beta(self.beta, info["kl"], self.config.kl_target)
         self.n_updates += 1
         return info

@@ -1,8 +1,8 @@
 """A bug hunt for chapter 7: PPO with one known implementation bug.
 
 ``BuggyPPO(obs_space, act_space, config, bug=...)`` is the library's PPO whose
-update is written out here (the same steps as ``PPO.update`` and as chapter 5's
-capstone) with one bug switched in. ``MYSTERY`` is the bug of the mystery run the
+one update (:func:`ppo_lib.algos.ppo.ppo_update`, also chapter 5's capstone reference)
+runs with one bug switched in, as a parameter. ``MYSTERY`` is the bug of the mystery run the
 learner diagnoses from its curves; it is stored encoded so that the answer is
 not in plain sight (decode it only to check yourself). ``check_bug_guess(guess)``
 answers like an exercise checker: right, or why the evidence does not fit.
@@ -11,13 +11,9 @@ answers like an exercise checker: right, or why the evidence does not fit.
 from __future__ import annotations
 
 import base64
+import copy
 
-import numpy as np
-import torch
-
-from ppo_lib.advantages import rollout_advantages
-from ppo_lib.algos.ppo import PPO
-from ppo_lib.losses import approx_kl, clipped_surrogate, normalize, value_loss
+from ppo_lib.algos.ppo import PPO, UpdateHooks, ppo_update
 
 BUGS = {
     "none": "no bug: the healthy update",
@@ -51,53 +47,41 @@ _WHY_NOT = {
 }
 
 
+class _BugHooks(UpdateHooks):
+    """The bugs that are not a setting of the config, switched into the library's one update."""
+
+    def __init__(self, bug: str):
+        self.bug = bug
+
+    def objective(self, objective):
+        return -objective if self.bug == "policy loss sign" else objective
+
+    def entropy_bonus(self, bonus):
+        return -bonus if self.bug == "entropy sign" else bonus
+
+    def early_stop_kl(self, k1, k3):
+        return -k1 if self.bug == "early stop on the wrong KL" else k3
+
+
+def _buggy_config(config, bug: str):
+    """The bugs that are a setting: the same config with that setting wrong (not re-validated)."""
+    changes = {"advantages not normalised": {"normalize_advantages": False},
+               "truncation as termination": {"bootstrap_truncation": False},
+               "value loss x100": {"value_coef": config.value_coef * 100.0}}.get(bug)
+    if not changes:
+        return config
+    buggy = copy.copy(config)
+    for field, value in changes.items():
+        object.__setattr__(buggy, field, value)
+    return buggy
+
+
 def ppo_update_with_bug(policy, optimizer, rollout, config, generator, bug: str = "none") -> dict:
-    """The PPO update, written out step by step, with ``bug`` (a key of ``BUGS``) switched in."""
+    """The library's PPO update (:func:`ppo_lib.algos.ppo.ppo_update`) with ``bug`` (a key of
+    ``BUGS``) switched in: a wrong setting, or a hook at the line the bug changes."""
     if bug not in BUGS:
         raise ValueError(f"bug {bug!r}: expected one of {list(BUGS)}")
-    actor = policy.actor
-    as_termination = (not config.bootstrap_truncation) or bug == "truncation as termination"
-    advantages, targets = rollout_advantages(rollout, config.gamma, config.gae_lambda,
-                                             truncation_as_termination=as_termination)
-    obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
-    logp_old, values_old = rollout.logprobs.flatten(), rollout.values.flatten()
-    advantages, targets = advantages.flatten(), targets.flatten()
-    B, M = obs.shape[0], config.minibatch_size
-    clip_fractions, entropies, epochs_run = [], [], 0
-    for _ in range(config.epochs):
-        perm = torch.randperm(B, generator=generator)
-        for start in range(0, B - M + 1, M):
-            mb = perm[start:start + M]
-            dist = actor.distribution(obs[mb])
-            ratio = torch.exp(actor.log_prob(dist, actions[mb]) - logp_old[mb])
-            normalise = config.normalize_advantages and bug != "advantages not normalised"
-            adv = normalize(advantages[mb]) if normalise else advantages[mb]
-            objective = clipped_surrogate(ratio, adv, config.clip_eps)
-            if bug == "policy loss sign":
-                objective = -objective
-            v_coef = config.value_coef * (100.0 if bug == "value loss x100" else 1.0)
-            entropy = actor.entropy(dist).mean()
-            e_term = config.entropy_coef * entropy * (-1.0 if bug == "entropy sign" else 1.0)
-            loss = -objective + v_coef * value_loss(policy.value(obs[mb]), targets[mb]) - e_term
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm or float("inf"))
-            optimizer.step()
-            clip_fractions.append(((ratio - 1).abs() > config.clip_eps).float().mean().item())
-            entropies.append(entropy.item())
-        epochs_run += 1
-        if config.target_kl is not None:
-            with torch.no_grad():
-                k1, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
-            measured = -k1 if bug == "early stop on the wrong KL" else k3
-            if measured > config.target_kl:
-                break
-    with torch.no_grad():
-        _, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
-    var_y = targets.var().item()
-    explained = float("nan") if var_y == 0 else 1.0 - (targets - values_old).var().item() / var_y
-    return {"clip_fraction": float(np.mean(clip_fractions)), "entropy": float(np.mean(entropies)),
-            "approx_kl_k3": k3, "epochs": float(epochs_run), "explained_variance": explained}
+    return ppo_update(policy, optimizer, rollout, _buggy_config(config, bug), generator, hooks=_BugHooks(bug))
 
 
 class BuggyPPO(PPO):

@@ -17,17 +17,14 @@ import copy
 
 import torch
 
+from ppo_lib.algos.ppo import ppo_update
 from ppo_lib.teaching.checks.core import Case, Exercise, Mistake
 
 
 def library_ppo_update(policy, optimizer, rollout, config, generator) -> dict:
-    """The library's update (``PPO.update``) run on the given objects, for comparison."""
-    from ppo_lib.algos.ppo import PPO
-
-    algo = PPO.__new__(PPO)
-    algo.config, algo.policy, algo.optimizer, algo._generator = config, policy, optimizer, generator
-    algo.beta, algo.progress, algo.n_updates = config.beta, 0.0, 0
-    return algo.update(rollout)
+    """The library's one update (:func:`ppo_lib.algos.ppo.ppo_update`, which ``PPO.update``
+    calls) run on the given objects, for comparison."""
+    return ppo_update(policy, optimizer, rollout, config, generator)
 
 
 def _setup(config_overrides: dict, seed: int):
@@ -101,7 +98,7 @@ CASES = [
 check_ppo_update = Exercise(
     "ppo_update",
     reference=library_ppo_update,
-    reference_name="ppo_lib.algos.ppo.PPO.update",
+    reference_name="ppo_lib.algos.ppo.ppo_update",
     run=_run,
     compare=_compare,
     cases=CASES,

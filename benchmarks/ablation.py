@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._record import header, write  # noqa: E402
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, PENDULUM_PRESET, PPO, PPOConfig  # noqa: E402
+from ppo_lib import stats  # noqa: E402
 from ppo_lib.train import evaluate, train  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "ablation.json"
@@ -76,13 +77,9 @@ def run(env_id: str, overrides: dict, seed: int) -> dict:
             "seconds": round(seconds, 1), "curve_steps": h.episode_steps[::5], "curve": [round(x, 1) for x in h.smoothed_returns()[::5]]}
 
 
-def bootstrap_ci(values, n_resamples: int = 10_000, level: float = 0.95, seed: int = 0) -> list[float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling seeds)."""
-    x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return [round(float(lo), 1), round(float(hi), 1)]
+def bootstrap_ci(values) -> list[float]:
+    """95% percentile bootstrap interval of the mean of ``values`` (resampling seeds), rounded."""
+    return [round(v, 1) for v in stats.bootstrap_ci(values)]
 
 
 def _run_job(job):

@@ -280,14 +280,14 @@ print("CartPole preset (rl-baselines3-zoo's tuned values):", CARTPOLE_PRESET)
 import json  # noqa: E402
 
 from ppo_lib.course import REPO_ROOT  # noqa: E402
+from ppo_lib.stats import bootstrap_ci  # noqa: E402
 
 sensitivity = json.loads((REPO_ROOT / "benchmarks" / "results" / "sensitivity.json").read_text())
 
 
-def seed_ci(values, n_resamples=10_000, seed=0):
-    x = np.asarray(values, dtype=float)
-    means = x[np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
-    return np.quantile(means, [0.025, 0.975])
+def seed_ci(values):
+    """95% bootstrap interval of the mean over seeds (chapter 7 derives it)."""
+    return np.array(bootstrap_ci(values))
 
 
 def knob_means(task, knob):

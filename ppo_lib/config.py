@@ -19,6 +19,10 @@ from typing import Any
 
 import numpy as np
 
+#: The environment variable the exercise checkers read: "1" turns a failed or unfilled exercise
+#: into an error. The notebook tests set it for solutions/, the autograder always.
+STRICT_ENV = "PPO_COURSE_STRICT_CHECKS"
+
 
 def _interval(low, high, low_open: bool, high_open: bool) -> str:
     lo = "-inf" if low is None else f"{low:g}"

@@ -225,6 +225,13 @@ def iqm(values):
     return float(x[cut:len(x) - cut].mean())
 
 
+# the library holds the same two (ppo_lib.stats: chapter 5 and the benchmarks use it): they agree
+from ppo_lib import stats  # noqa: E402
+
+_runs = [212.0, 480.5, 35.0, 500.0, 311.25, 98.0, 402.0]
+assert bootstrap_ci(_runs) == stats.bootstrap_ci(_runs) and iqm(_runs) == stats.iqm(_runs)
+assert bootstrap_ci(_runs, np.median, n_resamples=500) == stats.bootstrap_ci(_runs, np.median, n_resamples=500)
+
 results_path = REPO_ROOT / "benchmarks" / "results" / "ablation.json"
 if not results_path.exists():
     raise FileNotFoundError(f"{results_path} is missing: run `.venv/bin/python benchmarks/ablation.py` to make it")

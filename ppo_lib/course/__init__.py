@@ -26,9 +26,7 @@ from .notebooks import KERNELSPEC, build_test_notebooks, make_workspace, text_to
 from .lab import LAB_OVERRIDES, check_ip, check_port, install_lab_settings
 from .diagnose import doctor
 
-# Environment variable read by ppo_lib.teaching.checks: "1" turns a failed or unfilled
-# exercise into an error. The notebook tests set it for solutions/, the autograder always.
-STRICT_ENV = "PPO_COURSE_STRICT_CHECKS"
+from ppo_lib.config import STRICT_ENV
 
 
 def main(argv=None) -> int:

@@ -39,11 +39,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ppo_lib.config import STRICT_ENV
+
 from .manifest import REPO_ROOT, Book, Chapter, ManifestError, load_book
 from .notebooks import text_to_notebook
 
 DEFAULT_DIR = REPO_ROOT / "build" / "nbgrader"
-STRICT_ENV = "PPO_COURSE_STRICT_CHECKS"
 # per-cell execution timeout: three times the chapter's CPU budget, plus kernel start
 TIMEOUT_FACTOR, TIMEOUT_SLACK = 3.0, 60
 

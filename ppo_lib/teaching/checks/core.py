@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-STRICT_ENV = "PPO_COURSE_STRICT_CHECKS"
+from ppo_lib.config import STRICT_ENV
 
 
 class ExerciseError(AssertionError):

@@ -368,7 +368,7 @@ def run_ours(iterations: int = 5, batch_size: int = 64, response_len: int = 16, 
     # end of each); the warm-up's own figure is dropped, so its start needs no mark.
     cpu_marks: list[float] = []
     result = train_ppo(sft, reward, config, progress=False,
-                       callback=lambda it, history: cpu_marks.append(time.process_time()))
+                       callback=lambda history: cpu_marks.append(time.process_time()))
     h = result.history
     cpu_seconds = [b - a for a, b in zip(cpu_marks[:-1], cpu_marks[1:])]
     if len(h.seconds) != iterations + 1:

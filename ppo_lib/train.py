@@ -28,6 +28,7 @@ import torch
 from ppo_lib.config import check_number, check_seed
 from ppo_lib.envs import VecEnv
 from ppo_lib.policies import ActorCritic
+from ppo_lib.runs import callback_says_stop, check_callback, keep_run
 from ppo_lib.rollout import collect_rollout
 
 
@@ -49,6 +50,10 @@ class History:
     wall_time: float = 0.0
     total_steps: int = 0
     interrupted: bool = False
+
+    def __len__(self) -> int:
+        """Finished updates."""
+        return len(self.update_steps)
 
     def record_update(self, step: int, info: dict[str, float]) -> None:
         """Every diagnostics list stays aligned with ``update_steps``: a key missing
@@ -105,6 +110,10 @@ class TrainResult:
     def interrupted(self) -> bool:
         return self.history.interrupted
 
+    @interrupted.setter
+    def interrupted(self, value: bool) -> None:  # the flag lives on the History
+        self.history.interrupted = value
+
 
 class TrainingDiverged(FloatingPointError):
     """An update produced a NaN or infinite loss or gradient. Like every error
@@ -157,7 +166,8 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
 
     Ctrl+C returns the result so far (``result.interrupted`` is True). Any other
     error is re-raised with the result so far, agent and History of every finished
-    update, attached as ``error.partial_result``.
+    update, attached as ``error.partial_result``. (One contract for every loop of the
+    library: :mod:`ppo_lib.runs`.)
     """
     if not hasattr(algo, "update") or not hasattr(algo, "policy") or not hasattr(algo, "config"):
         raise TypeError(f"algo: expected an algorithm such as PPO(env.observation_space, env.action_space), "
@@ -169,8 +179,7 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
     if stop_at is not None:
         stop_at = check_number("stop_at", stop_at)
     window = check_number("window", window, 1, integer=True)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback={callback!r}: must be None or a function callback(history) -> bool | None")
+    callback = check_callback(callback)
     if hasattr(algo, "check_config_unchanged"):
         algo.check_config_unchanged()
     given_venv = hasattr(env, "step") and hasattr(env, "stats")
@@ -203,7 +212,18 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
     first_episode = len(venv.stats.returns)  # a reused VecEnv carries episodes of earlier runs
     result = TrainResult(policy, history, algo)
     rollout = None
-    try:
+
+    def finish():
+        if bar is not None:
+            bar.close()
+        _sync_episodes(history, venv, start, first_episode)
+        history.total_steps = venv.total_steps - start
+        history.wall_time = time.perf_counter() - t0
+
+    with keep_run(result, finish,
+                  on_interrupt=lambda: f"Interrupted at env step {venv.total_steps - start}: returning the agent and "
+                                       f"the history so far.",
+                  finished=lambda: len(history.update_steps)):
         obs = venv.reset()
         while venv.total_steps - start < total_steps:
             if hasattr(algo, "set_progress"):  # learning-rate / clip annealing
@@ -228,31 +248,10 @@ def train(algo, env, total_steps: int, seed: int = 0, progress: bool = True,
                 bar.update(venv.total_steps - start - bar.n)
                 if history.episode_returns:
                     bar.set_postfix(mean_return=f"{np.mean(history.episode_returns[-window:]):.1f}", refresh=False)
-            if callback is not None:
-                answer = callback(history)
-                if answer is not None and not isinstance(answer, (bool, np.bool_)):
-                    raise TypeError(f"callback returned {answer!r} (a {type(answer).__name__}); allowed: True to "
-                                    f"stop, False or None to go on")
-                if answer:
-                    break
+            if callback_says_stop(callback, history):
+                break
             if stop_at is not None and history.first_step_reaching(stop_at, window) is not None:
                 break
-    except KeyboardInterrupt:
-        history.interrupted = True
-        print(f"Interrupted at env step {venv.total_steps - start}: returning the agent and the history so far.")
-    except Exception as exc:
-        # Nothing is lost: the agent and the History of every finished update travel with the error.
-        exc.partial_result = result
-        if hasattr(exc, "add_note"):
-            exc.add_note(f"The run so far ({len(history.update_steps)} finished updates) is in "
-                         f"`error.partial_result` (a TrainResult: .agent, .history).")
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        _sync_episodes(history, venv, start, first_episode)
-        history.total_steps = venv.total_steps - start
-        history.wall_time = time.perf_counter() - t0
     return result
 
 

@@ -11,7 +11,7 @@ same objects where the chapter makes them); then the checker must agree with it:
 - a hint is shown only when it is the hint for that mistake (``hint`` words), never another one; a
   NumPy exercise never gets an autograd hint; "not filled in yet" only for the untouched placeholder.
 
-``audit_counts()`` tallies the four columns (the report of issue 11 quotes them).
+``audit_counts()`` tallies the four columns (the project's change log quotes them).
 """
 
 from __future__ import annotations

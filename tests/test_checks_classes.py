@@ -1,4 +1,5 @@
-"""One mistake of each class of checker failure found by issue 11's audit, so they stay caught.
+"""One mistake of each class of checker failure found by the first held-out audit of the
+checkers (tests/test_checks_audit.py), so they stay caught.
 
 The wider audit (many implementations per exercise, each confirmed on random inputs) is
 tests/test_checks_audit.py; this file names the classes one by one.

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ppo_lib.teaching.checks import ExerciseError
-from ppo_lib.teaching.checks.core import _same_input
+from ppo_lib.teaching.checks.core import same_input
 
 from ppo_lib.teaching.checks.beyond_ppo import BEYOND_PPO_EXERCISES
 from ppo_lib.teaching.checks.rlhf import RLHF_EXERCISES
@@ -42,8 +42,8 @@ def _partly_wrong(exercise, mistake):
     case, _ = _first_rejecting_case(exercise, mistake.impl)
 
     def impl(*args, **kwargs):
-        same = len(args) == len(case.args) and all(_same_input(a, b) for a, b in zip(case.args, args)) and \
-            kwargs.keys() == case.kwargs.keys() and all(_same_input(case.kwargs[k], kwargs[k]) for k in kwargs)
+        same = len(args) == len(case.args) and all(same_input(a, b) for a, b in zip(case.args, args)) and \
+            kwargs.keys() == case.kwargs.keys() and all(same_input(case.kwargs[k], kwargs[k]) for k in kwargs)
         return (mistake.impl if same else exercise.reference)(*args, **kwargs)
 
     return impl

@@ -28,8 +28,8 @@ def test_doctor_sees_a_complete_workspace_and_a_mismatched_widget_frontend(tmp_p
     make_workspace(load_book(), tmp_path)
     report = doctor(print_report=False, workspace=tmp_path)
     assert next(f for f in report.findings if f.name == "your notebooks").ok
-    real = diagnose._version
-    monkeypatch.setattr(diagnose, "_version", lambda d: "1.1.0" if d == "jupyterlab_widgets" else real(d))
+    real = diagnose.package_version
+    monkeypatch.setattr(diagnose, "package_version", lambda d: "1.1.0" if d == "jupyterlab_widgets" else real(d))
     report = doctor(print_report=False, workspace=tmp_path)
     widget = next(f for f in report.problems if f.name == "widget frontend")
     assert "jupyterlab_widgets 3" in widget.fix

@@ -184,3 +184,27 @@ print("ok")
 '''
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A leading underscore means "this module's own": another module that needs the name gets a
+    public one (the library, its tests, the benchmarks and the chapters alike)."""
+    bad = []
+    for root in ("ppo_lib", "tests", "benchmarks", "solutions"):
+        for path in sorted((ROOT / root).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            modules = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ppo_lib")):
+                    for alias in node.names:
+                        if alias.name.startswith("_") and not alias.name.startswith("__"):
+                            bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {alias.name}")
+                        else:
+                            modules.add(alias.asname or alias.name)
+                elif isinstance(node, ast.Import):
+                    modules |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("ppo_lib")}
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                        and node.attr.startswith("_") and not node.attr.startswith("__")):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert bad == [], "private names used across modules:\n" + "\n".join(bad)

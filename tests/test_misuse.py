@@ -1,4 +1,4 @@
-"""Misuse of the RL library, tried as a learner would (issue 13).
+"""Misuse of the RL library, tried as a learner would, the way Stable-Baselines3 checks its arguments.
 
 Three classes, as in the issue:
 

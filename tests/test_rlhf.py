@@ -361,14 +361,14 @@ def test_same_seed_same_numbers_on_the_cpu(rlhf_sft, rlhf_reward):
 
 
 def test_interrupt_keeps_the_policy_and_history(rlhf_sft, rlhf_reward):
-    def stop(it, history):
-        if it == 1:
+    def stop(history):
+        if len(history) == 2:
             raise KeyboardInterrupt
 
     result = train_ppo(rlhf_sft, rlhf_reward, RLHFConfig(iterations=5, batch_size=16), progress=False, callback=stop)
     assert result.interrupted and len(result.history.gold) == 2
 
-    def crash(it, history):
+    def crash(history):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError) as info:

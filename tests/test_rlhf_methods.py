@@ -343,8 +343,8 @@ def test_interrupt_returns_partial_result_and_errors_carry_it(rlhf_sft, rlhf_rew
         return train_grpo(rlhf_sft, rlhf_reward, GRPOConfig(iterations=10, prompts_per_iteration=2, group_size=2),
                           progress=False, callback=callback)
 
-    def ctrl_c(i, history):
-        if i == 1:
+    def ctrl_c(history):
+        if len(history) == 2:
             raise KeyboardInterrupt
 
     res = run(ctrl_c)
@@ -353,9 +353,15 @@ def test_interrupt_returns_partial_result_and_errors_carry_it(rlhf_sft, rlhf_rew
     assert len(first) == 2
     assert not res.policy.training
 
-    assert len(run(lambda i, h: i == 2).history.seconds) == 3  # a callback returning True stops
+    assert len(run(lambda h: len(h) == 3).history.seconds) == 3  # a callback returning True stops
+    assert len(run(lambda h: np.bool_(len(h) == 3)).history.seconds) == 3  # NumPy's True too
+    with pytest.raises(TypeError, match="callback returned 'stop'"):  # never ignored silently
+        run(lambda h: "stop")
+    # the old form callback(step, history) works for one release, with a warning
+    with pytest.warns(FutureWarning, match=r"callback\(step, history\) is the old form"):
+        assert len(run(lambda i, h: i == 2).history.seconds) == 3
 
-    def boom(i, history):
+    def boom(history):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom") as info:

@@ -51,7 +51,7 @@ class Report:
         return f"<doctor report: {len(self.problems)} problem(s); print() it to read it>"
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -92,7 +92,7 @@ def _available_memory_gb() -> float | None:
 
 
 def _package(findings, dist, module, need_major, fix):
-    v = _version(dist)
+    v = package_version(dist)
     if v is None:
         findings.append(Finding(module, "not installed", False, fix))
     elif need_major is not None and _major(v) not in need_major:
@@ -110,7 +110,7 @@ def collect(root: Path | str = REPO_ROOT, workspace: Path | str | None = None) -
     f.append(Finding("python", f"{py} ({sys.executable})", sys.version_info >= (3, 10),
                      "install Python 3.10 or newer and run `python3 course.py open` with it"))
     # torch: version, build, device, threads
-    tv = _version("torch")
+    tv = package_version("torch")
     if tv is None:
         f.append(Finding("torch", "not installed", False, "python3 course.py setup (installs a CPU build of torch first)"))
     else:
@@ -138,7 +138,7 @@ def collect(root: Path | str = REPO_ROOT, workspace: Path | str | None = None) -
     _package(f, "gymnasium", "gymnasium", {1}, "the course needs gymnasium 1.x (its autoreset API): " + reinstall)
     _package(f, "jupyterlab", "jupyterlab", {4}, "the course needs JupyterLab 4: " + reinstall)
     iw = _package(f, "ipywidgets", "ipywidgets", {8}, "the widgets need ipywidgets 8: " + reinstall)
-    jw = _version("jupyterlab_widgets")
+    jw = package_version("jupyterlab_widgets")
     wanted = {8: 3, 7: 1}.get(_major(iw))
     if jw is None:
         f.append(Finding("widget frontend", "jupyterlab_widgets not installed", False,

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, frozen_copy, response_logprobs, response_mask
+from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import Pairs, RewardModelResult
@@ -127,6 +128,10 @@ class DPOHistory:
     margin: list[float] = dataclasses.field(default_factory=list)          # mean implicit reward margin
     seconds: list[float] = dataclasses.field(default_factory=list)
 
+    def __len__(self) -> int:
+        """Finished steps."""
+        return len(self.seconds)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -166,7 +171,7 @@ def _check_pairs(pairs) -> None:
 
 
 def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None, progress: bool = True,
-              callback: Callable[[int, DPOHistory], bool | None] | None = None) -> DPOResult:
+              callback: Callable[[DPOHistory], bool | None] | None = None) -> DPOResult:
     """Fine-tune a copy of the SFT model with DPO on ``pairs`` (no reward model, no sampling).
 
     Each step draws a fresh random batch of ``batch_size`` distinct pairs (with repeats only
@@ -191,6 +196,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     n = len(pairs)
     history = DPOHistory()
     result = DPOResult(policy, history, config)
+    callback = check_callback(callback)
     with training_run(result, config.steps, f"DPO beta={config.beta:g}", progress, (policy,)) as bar:
         for step in range(config.steps):
             t0 = time.perf_counter()

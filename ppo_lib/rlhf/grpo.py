@@ -52,6 +52,7 @@ from ppo_lib.losses import clipped_surrogate
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
+from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
@@ -254,7 +255,7 @@ def collect_groups(policy: GPT, ref: GPT, reward_model, config: GRPOConfig, gene
 
 
 def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfig | None = None,
-               progress: bool = True, callback: Callable[[int, GRPOHistory], bool | None] | None = None,
+               progress: bool = True, callback: Callable[[GRPOHistory], bool | None] | None = None,
                n_samples_logged: int = 4) -> GRPOResult:
     """Fine-tune a copy of the SFT model with GRPO (or RLOO) against ``reward``'s model.
 
@@ -276,6 +277,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
     history = GRPOHistory()
     result = GRPOResult(policy, history, config)
     name = "RLOO" if config.baseline == "rloo" else "GRPO"
+    callback = check_callback(callback)
     with training_run(result, config.iterations, f"{name} beta={config.beta:g}", progress, (policy,)) as bar:
         for it in range(config.iterations):
             t0 = time.perf_counter()

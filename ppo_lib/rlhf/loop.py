@@ -1,11 +1,8 @@
 """What every training loop of chapters 8-9 shares: a trainable copy of the SFT model, a
-progress bar, and a run that keeps its result when it stops early.
-
-- Ctrl+C ends the run quietly: the result (policy, history so far) is returned with
-  ``interrupted=True``;
-- any other error re-raises with the partial result attached as ``error.partial_result``,
-  so nothing trained so far is lost;
-- a callback returning ``True`` (exactly ``True``) stops the run after the current step.
+progress bar, and a run that keeps its result when it stops early, by the one pattern and
+the one callback contract of the whole library (:mod:`ppo_lib.runs`): Ctrl+C returns the
+result with ``interrupted=True``, any other error carries it as ``error.partial_result``,
+and ``callback(history)`` returns True to stop after the current step.
 """
 
 from __future__ import annotations
@@ -18,7 +15,8 @@ from typing import Callable
 import torch.nn as nn
 
 from ppo_lib.rlhf.model import frozen_copy
-from ppo_lib.rlhf.pretrain import _bar
+from ppo_lib.runs import callback_says_stop, keep_run
+from ppo_lib.rlhf.pretrain import progress_bar
 
 
 def trainable_copy(model: nn.Module) -> nn.Module:
@@ -31,30 +29,28 @@ def trainable_copy(model: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def training_run(result, total: int, desc: str, progress: bool, models: tuple[nn.Module, ...]):
-    """Wraps a training loop: yields the progress bar (or None); see the module doc."""
-    bar = _bar(total, desc, progress)
+    """Wraps a training loop in :func:`ppo_lib.runs.keep_run`: yields the progress bar (or None)."""
+    bar = progress_bar(total, desc, progress)
     t_start = time.perf_counter()
-    try:
-        yield bar
-    except KeyboardInterrupt:
-        result.interrupted = True
-    except Exception as exc:
-        exc.partial_result = result
-        raise
-    finally:
+
+    def finish():
         if bar is not None:
             bar.close()
         result.seconds = time.perf_counter() - t_start
         for m in models:
             m.eval()
 
+    with keep_run(result, finish):
+        yield bar
+
 
 def end_of_step(bar, callback: Callable | None, step: int, history, **postfix) -> bool:
-    """Advance the bar, show ``postfix``, and ask the callback: True means stop now."""
+    """Advance the bar, show ``postfix``, and ask the callback (checked at the trainer's entry
+    by :func:`ppo_lib.runs.check_callback`): True means stop now."""
     if bar is not None:
         bar.update(1)
         bar.set_postfix(**postfix)
-    return callback is not None and callback(step, history) is True
+    return callback_says_stop(callback, history)
 
 
 def _series():
@@ -76,6 +72,10 @@ class SampledHistory:
     approx_kl: list[float] = _series()      # old -> new, per update (k3)
     seconds: list[float] = _series()
     samples: list[list[str]] = _series()    # a few texts per iteration
+
+    def __len__(self) -> int:
+        """Finished iterations."""
+        return len(self.seconds)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

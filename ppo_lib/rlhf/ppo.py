@@ -33,6 +33,7 @@ from ppo_lib.losses import clipped_surrogate, clipped_value_loss
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
+from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
@@ -179,7 +180,7 @@ def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torc
 
 
 def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig | None = None,
-              progress: bool = True, callback: Callable[[int, RLHFHistory], bool | None] | None = None,
+              progress: bool = True, callback: Callable[[RLHFHistory], bool | None] | None = None,
               n_samples_logged: int = 4, rewards_fn: Callable = per_token_rewards,
               whiten_fn: Callable = masked_whiten) -> RLHFResult:
     """Fine-tune a copy of the SFT model with PPO against ``reward``'s model.
@@ -205,6 +206,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
     history = RLHFHistory()
     result = RLHFResult(policy, value_model, history, config)
     beta = config.beta
+    callback = check_callback(callback)
     with training_run(result, config.iterations, f"PPO beta={config.beta:g}", progress,
                       (policy, value_model)) as bar:
         for it in range(config.iterations):

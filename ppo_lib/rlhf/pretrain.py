@@ -79,7 +79,7 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
-    bar = _bar(config.steps, "pre-training", progress)
+    bar = progress_bar(config.steps, "pre-training", progress)
     model.train()
     for step in range(config.steps):
         idx = torch.randint(len(data), (config.batch_size,), generator=gen)
@@ -103,7 +103,7 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
     return PretrainResult(model, losses, seconds, False, config)
 
 
-def _bar(total: int, desc: str, progress: bool):
+def progress_bar(total: int, desc: str, progress: bool):
     if not progress:
         return None
     from tqdm.auto import tqdm

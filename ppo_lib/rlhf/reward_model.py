@@ -25,7 +25,7 @@ from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate
-from ppo_lib.rlhf.pretrain import PretrainResult, _bar, require_pretrained
+from ppo_lib.rlhf.pretrain import PretrainResult, progress_bar, require_pretrained
 
 
 @validated
@@ -133,7 +133,7 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = max(1, -(-len(pairs) // config.batch_size))
-    bar = _bar(config.epochs * steps_per_epoch, "reward model", progress)
+    bar = progress_bar(config.epochs * steps_per_epoch, "reward model", progress)
     losses = []
     model.train()
     for _ in range(config.epochs):

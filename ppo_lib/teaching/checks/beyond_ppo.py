@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ppo_lib.teaching.checks.core import Case, Exercise, Mistake
-from ppo_lib.teaching.checks.rlhf import (_Changed, _changed, _grad_or_zero, _NotATensor, _t, _tensor_compare, _tracked,
-                                 _watching_inputs, _loss_and_gradients)
+from ppo_lib.teaching.checks.rlhf import (ChangedInput, tensor_changed, grad_or_zero, NotATensor, tensor_of, tensor_compare, tracked_leaf,
+                                 watching_inputs, loss_and_gradients)
 from ppo_lib.rlhf.dpo import dpo_loss
 from ppo_lib.rlhf.grpo import group_advantages, rloo_advantages
 from ppo_lib.rlhf.kl import kl_per_token
@@ -45,14 +45,14 @@ _DPO_INPUTS = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps
 def _run_dpo(fn, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
     """Call fn with policy log-probs that track gradients (the reference ones are constants, as in
     the chapter); report the loss and its gradients w.r.t. the two policy inputs."""
-    (chosen, given_chosen), (rejected, given_rejected) = _tracked(policy_chosen), _tracked(policy_rejected)
+    (chosen, given_chosen), (rejected, given_rejected) = tracked_leaf(policy_chosen), tracked_leaf(policy_rejected)
     refs_before = (ref_chosen.clone(), ref_rejected.clone())
     loss = fn(given_chosen, given_rejected, ref_chosen, ref_rejected, beta)
     for name, given, before in zip(_DPO_INPUTS, (given_chosen, given_rejected, ref_chosen, ref_rejected),
                                    (chosen, rejected) + refs_before):
-        if _changed(given, before):
-            return _Changed(name)
-    return _loss_and_gradients(loss, {"policy_chosen_logps": chosen, "policy_rejected_logps": rejected})
+        if tensor_changed(given, before):
+            return ChangedInput(name)
+    return loss_and_gradients(loss, {"policy_chosen_logps": chosen, "policy_rejected_logps": rejected})
 
 
 def _margin(pc, pr, rc, rr, beta):
@@ -72,27 +72,27 @@ check_dpo_loss = Exercise(
     reference=dpo_loss,
     reference_name="ppo_lib.rlhf.dpo.dpo_loss",
     run=_run_dpo,
-    compare=_tensor_compare("a torch.Tensor holding the loss, one number (the next cell calls loss.backward() "
+    compare=tensor_compare("a torch.Tensor holding the loss, one number (the next cell calls loss.backward() "
                             "on it)"),
     cases=[
-        Case((_t(-20.5, -35.0, -12.25), _t(-24.0, -30.5, -18.0), _t(-22.0, -33.0, -14.0), _t(-23.0, -31.0, -15.5),
+        Case((tensor_of(-20.5, -35.0, -12.25), tensor_of(-24.0, -30.5, -18.0), tensor_of(-22.0, -33.0, -14.0), tensor_of(-23.0, -31.0, -15.5),
               0.1),
              "B=3 pairs, beta=0.1: policy_chosen_logps=[-20.5, -35, -12.25], policy_rejected_logps=[-24, -30.5, -18], "
              "ref_chosen_logps=[-22, -33, -14], ref_rejected_logps=[-23, -31, -15.5]: chosen log-ratios "
              "[1.5, -2, 1.75], rejected log-ratios [-1, 0.5, -2.5]"),
-        Case((_t(-10.0, -25.0, -7.5, -40.0), _t(-12.0, -20.0, -30.0, -8.0), _t(-10.0, -25.0, -7.5, -40.0),
-              _t(-12.0, -20.0, -30.0, -8.0), 0.1),
+        Case((tensor_of(-10.0, -25.0, -7.5, -40.0), tensor_of(-12.0, -20.0, -30.0, -8.0), tensor_of(-10.0, -25.0, -7.5, -40.0),
+              tensor_of(-12.0, -20.0, -30.0, -8.0), 0.1),
              "the first step of training: the policy still equals the reference (policy_chosen_logps = "
              "ref_chosen_logps = [-10, -25, -7.5, -40], policy_rejected_logps = ref_rejected_logps = "
              "[-12, -20, -30, -8]), beta=0.1: every margin is 0 and the loss is log 2"),
-        Case((_t(-30.0, -14.0), _t(-18.0, -22.0), _t(-28.0, -15.0), _t(-22.0, -21.0), 0.5),
+        Case((tensor_of(-30.0, -14.0), tensor_of(-18.0, -22.0), tensor_of(-28.0, -15.0), tensor_of(-22.0, -21.0), 0.5),
              "B=2, beta=0.5: in the first pair the policy prefers the rejected response (chosen log-ratio -2, "
              "rejected +4: margin -6), in the second the chosen one (margin +2)"),
-        Case((_t(-300.0, -40.0, dtype=torch.float32), _t(-30.0, -250.0, dtype=torch.float32),
-              _t(-50.0, -150.0, dtype=torch.float32), _t(-40.0, -100.0, dtype=torch.float32), 0.5),
+        Case((tensor_of(-300.0, -40.0, dtype=torch.float32), tensor_of(-30.0, -250.0, dtype=torch.float32),
+              tensor_of(-50.0, -150.0, dtype=torch.float32), tensor_of(-40.0, -100.0, dtype=torch.float32), 0.5),
              "float32 (the chapter's dtype), long responses, beta=0.5: log-ratio differences -260 and +260, so "
              "beta times them is -130 (badly wrong) and +130; the loss is (130 + 0) / 2 = 65"),
-        Case((_t(-8.0), _t(-9.5), _t(-8.25), _t(-9.0), 2.0),
+        Case((tensor_of(-8.0), tensor_of(-9.5), tensor_of(-8.25), tensor_of(-9.0), 2.0),
              "a single pair (B=1), beta=2: chosen log-ratio 0.25, rejected -0.5"),
     ],
     mistakes=[
@@ -178,26 +178,26 @@ check_group_advantages = Exercise(
     "group_advantages",
     reference=group_advantages,
     reference_name="ppo_lib.rlhf.grpo.group_advantages",
-    run=_watching_inputs("rewards"),
-    compare=_tensor_compare("a torch.Tensor of shape (n_prompts, G), the shape of rewards (one advantage per "
+    run=watching_inputs("rewards"),
+    compare=tensor_compare("a torch.Tensor of shape (n_prompts, G), the shape of rewards (one advantage per "
                             "response)"),
     cases=[
-        Case((_t([1, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], dtype=torch.float32),),
+        Case((tensor_of([1, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], dtype=torch.float32),),
              "rewards of shape (4, 4) in float32: 4 prompts, G=4 answers each, scored 1 (right) or 0 (wrong); "
              "the third group is all right and the fourth all wrong (equal rewards: advantage 0)"),
-        Case((_t([0.3, -1.2, 0.8, 2.1, -0.4, 0.0, 1.5, -0.9], [5.2, 4.8, 5.0, 5.5, 4.9, 5.1, 4.7, 5.3]),),
+        Case((tensor_of([0.3, -1.2, 0.8, 2.1, -0.4, 0.0, 1.5, -0.9], [5.2, 4.8, 5.0, 5.5, 4.9, 5.1, 4.7, 5.3]),),
              "rewards of shape (2, 8): G=8 (the chapter's group size), reward-model scores; the second group sits "
              "around 5, the first around 0.3"),
-        Case((_t([1.0, -1.0], [0.2, 0.9], [-2.5, 4.0]),),
+        Case((tensor_of([1.0, -1.0], [0.2, 0.9], [-2.5, 4.0]),),
              "rewards of shape (3, 2): G=2, the smallest group"),
-        Case((_t([0.5, 1.5, -0.5, 2.0, 0.0, 1.0]),),
+        Case((tensor_of([0.5, 1.5, -0.5, 2.0, 0.0, 1.0]),),
              "rewards of shape (1, 6): a single prompt (n_prompts=1), G=6"),
-        Case((_t([0.7, 0.7, 0.7, 0.7, 0.7], [0.1, 0.1, 0.1, 0.1, 2.0]),),
+        Case((tensor_of([0.7, 0.7, 0.7, 0.7, 0.7], [0.1, 0.1, 0.1, 0.1, 2.0]),),
              "rewards of shape (2, 5): the first group's rewards are all 0.7 (advantage 0, not nan), the second "
              "has one outlier"),
-        Case((_t([1200.0, 800.0, 1500.0, 950.0], [-3000.0, -2500.0, -4100.0, -2800.0]),),
+        Case((tensor_of([1200.0, 800.0, 1500.0, 950.0], [-3000.0, -2500.0, -4100.0, -2800.0]),),
              "rewards of shape (2, 4) on a large scale (hundreds to thousands): the advantages are still about +-1"),
-        Case((_t([0.001, 0.003, 0.002, 0.0], [-0.0002, 0.0002, -0.0001, 0.0004]),),
+        Case((tensor_of([0.001, 0.003, 0.002, 0.0], [-0.0002, 0.0002, -0.0001, 0.0004]),),
              "rewards of shape (2, 4) that differ very little within each group (std 1.3e-3 and 2.8e-4): here "
              "eps = 1e-4 is a sizeable part of std + eps"),
     ],
@@ -237,15 +237,15 @@ check_group_advantages = Exercise(
 def _run_k3(fn, logprobs, ref_logprobs):
     """Call fn with log-probs that track gradients (the reference's are constants, as in the chapter);
     report k3 per token and d(sum w * k3)/d logprobs for a fixed, non-uniform weighting w."""
-    leaf, given = _tracked(logprobs)
+    leaf, given = tracked_leaf(logprobs)
     ref_before = ref_logprobs.clone()
     out = fn(given, ref_logprobs)
-    if _changed(given, leaf):
-        return _Changed("logprobs")
-    if _changed(ref_logprobs, ref_before):
-        return _Changed("ref_logprobs")
+    if tensor_changed(given, leaf):
+        return ChangedInput("logprobs")
+    if tensor_changed(ref_logprobs, ref_before):
+        return ChangedInput("ref_logprobs")
     if not isinstance(out, torch.Tensor):
-        return _NotATensor(out)
+        return NotATensor(out)
     result = {"k3 per token": out.detach()}
     if out.shape != logprobs.shape or not out.requires_grad:
         return result  # a wrong shape is reported on the value; no graph: the gradient is "not available"
@@ -255,7 +255,7 @@ def _run_k3(fn, logprobs, ref_logprobs):
     except Exception as exc:  # e.g. an in-place change of a tensor autograd still needed
         result["gradient w.r.t. logprobs"] = f"backward() failed: {exc}"
         return result
-    result["gradient w.r.t. logprobs"] = _grad_or_zero(leaf)
+    result["gradient w.r.t. logprobs"] = grad_or_zero(leaf)
     return result
 
 
@@ -283,21 +283,21 @@ check_k3_kl = Exercise(
     reference=functools.partial(kl_per_token, estimator="k3"),
     reference_name="ppo_lib.rlhf.kl.kl_per_token(logprobs, ref_logprobs, 'k3')",
     run=_run_k3,
-    compare=_tensor_compare("a torch.Tensor of the shape of logprobs (B, L), one k3 per token (GRPO's loss "
+    compare=tensor_compare("a torch.Tensor of the shape of logprobs (B, L), one k3 per token (GRPO's loss "
                             "differentiates it)"),
     cases=[
-        Case((_t([-1.2, -0.3, -2.5, -0.05], [-0.7, -3.0, -1.1, -0.2]),
-              _t([-1.0, -0.9, -2.0, -0.05], [-1.5, -2.2, -1.1, -0.6])),
+        Case((tensor_of([-1.2, -0.3, -2.5, -0.05], [-0.7, -3.0, -1.1, -0.2]),
+              tensor_of([-1.0, -0.9, -2.0, -0.05], [-1.5, -2.2, -1.1, -0.6])),
              "B=2 responses of L=4 tokens: logprobs=[[-1.2, -0.3, -2.5, -0.05], [-0.7, -3, -1.1, -0.2]], "
              "ref_logprobs=[[-1, -0.9, -2, -0.05], [-1.5, -2.2, -1.1, -0.6]]: l = logprobs - ref_logprobs is "
              "[[-0.2, 0.6, -0.5, 0], [0.8, -0.8, 0, 0.4]]"),
-        Case((_t([-0.1, -6.0, -2.0, -0.5, -9.0]), _t([-4.1, -2.0, -2.0, -3.0, -5.0])),
+        Case((tensor_of([-0.1, -6.0, -2.0, -0.5, -9.0]), tensor_of([-4.1, -2.0, -2.0, -3.0, -5.0])),
              "B=1, L=5, far from the reference: l = [4, -4, 0, 2.5, -4] (k3 is large where the policy gives the "
              "token much less probability than the reference, l = -4)"),
         Case((_K3_LP32, _K3_REF32),
              "float32 (the chapter's dtype), B=3, L=4, random log-probs; the padding slots after each response "
              "are 0 in both tensors (l = 0 there, so k3 = 0)"),
-        Case((_t([-0.5, -1.0, -2.0], dtype=torch.float32), _t([-0.51, -0.97, -2.002], dtype=torch.float32)),
+        Case((tensor_of([-0.5, -1.0, -2.0], dtype=torch.float32), tensor_of([-0.51, -0.97, -2.002], dtype=torch.float32)),
              "float32, one dimension (3 tokens), close to the reference: l = [0.01, -0.03, 0.002]"),
     ],
     mistakes=[
@@ -345,24 +345,24 @@ check_rloo_advantages = Exercise(
     "rloo_advantages",
     reference=rloo_advantages,
     reference_name="ppo_lib.rlhf.grpo.rloo_advantages",
-    run=_watching_inputs("rewards"),
-    compare=_tensor_compare("a torch.Tensor of shape (n_prompts, G), the shape of rewards (one advantage per "
+    run=watching_inputs("rewards"),
+    compare=tensor_compare("a torch.Tensor of shape (n_prompts, G), the shape of rewards (one advantage per "
                             "response)"),
     cases=[
-        Case((_t([1.0, 0.0, 0.5], [2.0, 2.0, -1.0], [0.3, 0.9, 0.6]),),
+        Case((tensor_of([1.0, 0.0, 0.5], [2.0, 2.0, -1.0], [0.3, 0.9, 0.6]),),
              "rewards of shape (3, 3): 3 prompts, G=3 samples each; e.g. the first sample of the first group gets "
              "1 - (0 + 0.5) / 2 = 0.75"),
-        Case((_t([0.3, -1.2, 0.8, 2.1, -0.4, 0.0, 1.5, -0.9], [5.2, 4.8, 5.0, 5.5, 4.9, 5.1, 4.7, 5.3]),),
+        Case((tensor_of([0.3, -1.2, 0.8, 2.1, -0.4, 0.0, 1.5, -0.9], [5.2, 4.8, 5.0, 5.5, 4.9, 5.1, 4.7, 5.3]),),
              "rewards of shape (2, 8): G=8 (the chapter's group size); the second group sits around 5, the first "
              "around 0.3"),
-        Case((_t([1.0, -1.0], [0.2, 0.9], [-2.5, 4.0]),),
+        Case((tensor_of([1.0, -1.0], [0.2, 0.9], [-2.5, 4.0]),),
              "rewards of shape (3, 2): G=2, each sample's baseline is the other one's reward"),
-        Case((_t([0.5, 1.5, -0.5, 2.0, 0.0]),),
+        Case((tensor_of([0.5, 1.5, -0.5, 2.0, 0.0]),),
              "rewards of shape (1, 5): a single prompt (n_prompts=1), G=5"),
-        Case((_t([1, 1, 1, 1], [0, 1, 0, 0], dtype=torch.float32),),
+        Case((tensor_of([1, 1, 1, 1], [0, 1, 0, 0], dtype=torch.float32),),
              "rewards of shape (2, 4) in float32, scored 1 (right) or 0 (wrong): the first group is all right "
              "(advantage 0)"),
-        Case((_t([1200.0, 800.0, 1500.0, 950.0], [-3000.0, -2500.0, -4100.0, -2800.0]),),
+        Case((tensor_of([1200.0, 800.0, 1500.0, 950.0], [-3000.0, -2500.0, -4100.0, -2800.0]),),
              "rewards of shape (2, 4) on a large scale (hundreds to thousands)"),
     ],
     mistakes=[

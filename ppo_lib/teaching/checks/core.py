@@ -105,7 +105,7 @@ def _to_array(x: Any) -> np.ndarray | None:
         return None
 
 
-def _fmt(x: Any) -> str:
+def format_value(x: Any) -> str:
     arr = _to_array(x)
     if arr is None:
         return repr(x)
@@ -119,20 +119,20 @@ def _type_name(x: Any) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
 
 
-def _show(x: Any) -> str:
-    """``_fmt``, safe for anything a learner may return (a tuple holding tensors that track gradients)."""
+def show_value(x: Any) -> str:
+    """``format_value``, safe for anything a learner may return (a tuple holding tensors that track gradients)."""
     if isinstance(x, (tuple, list)) and any(hasattr(v, "detach") for v in x):
-        inner = ", ".join(f"a tensor of shape {tuple(v.shape)}" if hasattr(v, "shape") else _show(v) for v in x[:5])
+        inner = ", ".join(f"a tensor of shape {tuple(v.shape)}" if hasattr(v, "shape") else show_value(v) for v in x[:5])
         inner += ", ..." if len(x) > 5 else ""
         return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
     try:
-        return _fmt(x)
+        return format_value(x)
     except Exception:
         text = repr(x)
         return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _what_came_back(got: Any) -> str:
+def describe_returned(got: Any) -> str:
     """'a numpy.ndarray of shape (1,)', 'a tuple of 2 items', 'a float'..."""
     if isinstance(got, (tuple, list)):
         return f"a {_type_name(got)} of {len(got)} item{'s' if len(got) != 1 else ''}"
@@ -173,32 +173,32 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     if arr is None or (isinstance(got, (tuple, list)) and any(hasattr(v, "detach") for v in got)):
         what = "a single number" if exp is not None and exp.ndim == 0 else "a number or an array"
         why = " (return the one value, not a tuple or list)" if isinstance(got, (tuple, list)) else ""
-        return f"expected {what}, got {_what_came_back(got)}{why}: {_show(got)}"
+        return f"expected {what}, got {describe_returned(got)}{why}: {show_value(got)}"
     if exp.ndim == 0:
         if arr.ndim != 0:
-            return (f"expected a single number, got {_what_came_back(got)}: {_fmt(arr)}"
+            return (f"expected a single number, got {describe_returned(got)}: {format_value(arr)}"
                     + (" (index it, e.g. x[0], or use .sum() without keepdim: the next cell needs one number)"
                        if arr.size == 1 else ""))
         value = float(arr.reshape(()))
         if math.isnan(value) and math.isnan(float(exp)):
             return None
         if math.isnan(value):
-            return f"expected {_fmt(exp)}, got nan"
+            return f"expected {format_value(exp)}, got nan"
         if not math.isclose(value, float(exp), rel_tol=rtol, abs_tol=atol):
-            return f"expected {_fmt(exp)}, got {_fmt(value)}"
+            return f"expected {format_value(exp)}, got {format_value(value)}"
         return None
     if arr.shape != exp.shape:
-        return f"expected an array of shape {exp.shape}, got shape {arr.shape}: {_fmt(arr)}"
+        return f"expected an array of shape {exp.shape}, got shape {arr.shape}: {format_value(arr)}"
     bad = ~np.isclose(arr, exp, rtol=rtol, atol=atol, equal_nan=True)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         where = idx[0] if len(idx) == 1 else idx
-        return (f"expected {_fmt(exp)}, got {_fmt(arr)}; "
+        return (f"expected {format_value(exp)}, got {format_value(arr)}; "
                 f"the first difference is at index {where}: expected {exp[idx]:.6g}, got {arr[idx]:.6g}")
     return None
 
 
-def _same_input(before: Any, after: Any) -> bool:
+def same_input(before: Any, after: Any) -> bool:
     a, b = _to_array(before), _to_array(after)
     if a is None or b is None:
         return True
@@ -289,7 +289,7 @@ class Exercise:
             except Exception as exc:
                 outs.append(exc)
                 continue
-            if isinstance(outs[-1], InputChanged) or any(not _same_input(a, b) for a, b in zip(case.args, args)):
+            if isinstance(outs[-1], InputChanged) or any(not same_input(a, b) for a, b in zip(case.args, args)):
                 return None
         return outs
 
@@ -352,11 +352,11 @@ class Exercise:
             try:
                 problem = self.compare(expected, got)
             except Exception as exc:  # an odd return value: said in words, never a checker traceback
-                problem = (f"could not read what your function returned ({_what_came_back(got)}: "
-                           f"{_show(got)}): {type(exc).__name__}: {exc}")
+                problem = (f"could not read what your function returned ({describe_returned(got)}: "
+                           f"{show_value(got)}): {type(exc).__name__}: {exc}")
             input_changed = isinstance(got, InputChanged)
             if problem is None:
-                modified = [k for k, (a, b) in enumerate(zip(case.args, args)) if not _same_input(a, b)]
+                modified = [k for k, (a, b) in enumerate(zip(case.args, args)) if not same_input(a, b)]
                 if modified:
                     input_changed = True
                     problem = (f"the answer is right, but your function changed its input "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ppo_lib import losses
-from ppo_lib.teaching.checks.core import (Case, Exercise, InputChanged, Mistake, _show, _what_came_back, changed, compare,
+from ppo_lib.teaching.checks.core import (Case, Exercise, InputChanged, Mistake, show_value, describe_returned, changed, compare,
                                  tracked)
 from ppo_lib.normalization import RunningMeanStd
 
@@ -51,8 +51,8 @@ def _compare_stats(expected, got):
             return compare(expected.value, got.value)
         if isinstance(expected, _NotATriple):
             return "not the same"
-        return (f"expected a tuple (new_mean, new_var, new_count), got {_what_came_back(got.value)}: "
-                f"{_show(got.value)}")
+        return (f"expected a tuple (new_mean, new_var, new_count), got {describe_returned(got.value)}: "
+                f"{show_value(got.value)}")
     return compare(expected, got)
 
 

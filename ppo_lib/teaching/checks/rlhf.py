@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, _fmt, compare
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, format_value, compare
 from ppo_lib.rlhf.kl import adaptive_kl_update
 from ppo_lib.rlhf.model import gather_logprobs
 from ppo_lib.rlhf.reward_model import bradley_terry_loss
@@ -33,7 +33,7 @@ from ppo_lib.rlhf.token_advantages import masked_whiten, per_token_rewards
 D = torch.float64
 
 
-def _t(*rows, dtype=D) -> torch.Tensor:
+def tensor_of(*rows, dtype=D) -> torch.Tensor:
     return torch.tensor(rows, dtype=dtype)
 
 
@@ -41,20 +41,20 @@ def _t(*rows, dtype=D) -> torch.Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class _NotATensor:
+class NotATensor:
     """What a ``run`` hook hands on when the function returned something other than a tensor."""
 
     value: Any
 
 
 @dataclasses.dataclass(frozen=True)
-class _Changed:
+class ChangedInput:
     """What a ``run`` hook hands on when the function changed one of its input tensors in place."""
 
     name: str
 
 
-def _tracked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def tracked_leaf(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A leaf that tracks gradients, and the copy of it handed to the learner's function: an in-place
     change of the copy is then allowed by autograd, seen (the leaf keeps the original values), and
     the gradient w.r.t. the leaf is the gradient w.r.t. the input."""
@@ -62,11 +62,11 @@ def _tracked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return leaf, leaf.clone()
 
 
-def _changed(given: torch.Tensor, leaf: torch.Tensor) -> bool:
+def tensor_changed(given: torch.Tensor, leaf: torch.Tensor) -> bool:
     return given.shape != leaf.shape or not torch.equal(given.detach(), leaf.detach())
 
 
-def _watching_inputs(*names: str):
+def watching_inputs(*names: str):
     """A ``run`` hook that reports an input tensor changed in place (named, whatever the answer), so
     that no known mistake's hint is matched against a right answer computed by mutating an input."""
 
@@ -74,8 +74,8 @@ def _watching_inputs(*names: str):
         before = [a.clone() if isinstance(a, torch.Tensor) else None for a in args]
         out = fn(*args)
         for name, a, b in zip(names, args, before):
-            if b is not None and _changed(a, b):
-                return _Changed(name)
+            if b is not None and tensor_changed(a, b):
+                return ChangedInput(name)
         return out
 
     return run
@@ -87,7 +87,7 @@ def _type_name(x: Any) -> str:
 
 
 def _show(x: Any) -> str:
-    """``_fmt``, made safe for anything a learner may return (a tuple of tensors that track gradients
+    """``format_value``, made safe for anything a learner may return (a tuple of tensors that track gradients
     makes numpy raise a RuntimeError)."""
     if isinstance(x, (tuple, list)):
         inner = ", ".join(f"a tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else _show(v)
@@ -95,7 +95,7 @@ def _show(x: Any) -> str:
         inner += ", ..." if len(x) > 5 else ""
         return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
     try:
-        return _fmt(x)
+        return format_value(x)
     except Exception:
         text = repr(x)
         return text if len(text) <= 200 else text[:200] + "..."
@@ -126,19 +126,19 @@ def _not_a_tensor(got: Any, wanted: str) -> str:
     return f"expected {wanted}, got a {_type_name(got)}{why}: {_show(got)}"
 
 
-def _tensor_compare(wanted: str):
+def tensor_compare(wanted: str):
     """``compare``, after checking that a torch tensor came back; ``wanted`` says what is expected."""
 
     def check(expected: Any, got: Any) -> str | None:
-        if isinstance(got, _Changed):
+        if isinstance(got, ChangedInput):
             return (f"your function changed its input `{got.name}` in place (with -=, *=, an indexed assignment "
                     f"or a method ending in _): work on a copy, the caller still needs it")
-        if isinstance(expected, _Changed):
+        if isinstance(expected, ChangedInput):
             return "not the same"
-        if isinstance(expected, _NotATensor) or isinstance(got, _NotATensor):
-            if isinstance(expected, _NotATensor) and isinstance(got, _NotATensor):
+        if isinstance(expected, NotATensor) or isinstance(got, NotATensor):
+            if isinstance(expected, NotATensor) and isinstance(got, NotATensor):
                 return compare(expected.value, got.value)
-            if isinstance(got, _NotATensor):
+            if isinstance(got, NotATensor):
                 return _not_a_tensor(got.value, wanted)
             return "a tensor is not what was expected here"
         if isinstance(expected, torch.Tensor) and not isinstance(got, torch.Tensor):
@@ -151,7 +151,7 @@ def _tensor_compare(wanted: str):
     return _safe(check)
 
 
-def _grad_or_zero(x: torch.Tensor) -> torch.Tensor:
+def grad_or_zero(x: torch.Tensor) -> torch.Tensor:
     return x.grad if x.grad is not None else torch.zeros_like(x)
 
 
@@ -162,15 +162,15 @@ _GRAD_WEIGHTS_SEED = 1234
 
 def _run_gather(fn, logits, tokens, prompt_len):
     """Call fn with logits that track gradients; report the log-probs and d(sum w * logp)/d logits."""
-    leaf, given = _tracked(logits)
+    leaf, given = tracked_leaf(logits)
     tokens_before = tokens.clone()
     out = fn(given, tokens, prompt_len)
-    if _changed(given, leaf):
-        return _Changed("logits")
-    if _changed(tokens, tokens_before):
-        return _Changed("tokens")
+    if tensor_changed(given, leaf):
+        return ChangedInput("logits")
+    if tensor_changed(tokens, tokens_before):
+        return ChangedInput("tokens")
     if not isinstance(out, torch.Tensor):
-        return _NotATensor(out)
+        return NotATensor(out)
     shape = (tokens.shape[0], tokens.shape[1] - prompt_len)
     result = {"log-probabilities": out.detach()}
     if tuple(out.shape) != shape or not out.requires_grad:
@@ -182,7 +182,7 @@ def _run_gather(fn, logits, tokens, prompt_len):
     except Exception as exc:  # e.g. an in-place change of a tensor autograd still needed
         result["gradient w.r.t. logits"] = f"backward() failed: {exc}"
         return result
-    result["gradient w.r.t. logits"] = _grad_or_zero(leaf)
+    result["gradient w.r.t. logits"] = grad_or_zero(leaf)
     return result
 
 
@@ -228,7 +228,7 @@ check_gather_logprobs = Exercise(
     reference=gather_logprobs,
     reference_name="ppo_lib.rlhf.model.gather_logprobs",
     run=_run_gather,
-    compare=_tensor_compare("a torch.Tensor of shape (B, L) (the PPO ratio exp(new - old) is computed from it)"),
+    compare=tensor_compare("a torch.Tensor of shape (B, L) (the PPO ratio exp(new - old) is computed from it)"),
     cases=[
         Case((_logits(0, 2, 5, 4), _tokens(0, 2, 5, 4), 2),
              "B=2 sequences of T=5 tokens, a vocabulary of V=4, prompt_len=2: L=3 response tokens; random logits"),
@@ -304,10 +304,10 @@ def _ptr(kl, scores, mask, beta, *, sign=-1.0, use_beta=True, mask_kl=True, use_
 
 
 # row 0 ends at slot 2, row 1 has its <eos> on the last slot, row 2 is a single token
-_KL1 = _t([0.3, -0.2, 0.5, 0.7, 0.9], [0.1, 0.4, -0.3, 0.2, 0.6], [0.8, 0.5, -0.4, 0.3, 0.2])
-_M1 = _t([1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0])
-_KL2 = _t([0.2, -0.1, 0.3, 0.05, -0.4, 0.6], [0.25, 0.15, 0.35, 0.45, 0.55, 0.65])
-_M2 = _t([1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0])
+_KL1 = tensor_of([0.3, -0.2, 0.5, 0.7, 0.9], [0.1, 0.4, -0.3, 0.2, 0.6], [0.8, 0.5, -0.4, 0.3, 0.2])
+_M1 = tensor_of([1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0])
+_KL2 = tensor_of([0.2, -0.1, 0.3, 0.05, -0.4, 0.6], [0.25, 0.15, 0.35, 0.45, 0.55, 0.65])
+_M2 = tensor_of([1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0])
 _SHIFTED_SCORE = ("one slot too far: the score goes on the last real token, the <eos> itself (index "
                   "mask.sum(1) - 1), not on the padding slot after it, which the mask then zeroes out so the "
                   "score never reaches the policy (TRL issue 3750).")
@@ -317,21 +317,21 @@ check_per_token_rewards = Exercise(
     "per_token_rewards",
     reference=per_token_rewards,
     reference_name="ppo_lib.rlhf.token_advantages.per_token_rewards",
-    run=_watching_inputs("kl", "scores", "mask"),
-    compare=_tensor_compare("a torch.Tensor of shape (B, L) (GAE over the tokens runs on it next)"),
+    run=watching_inputs("kl", "scores", "mask"),
+    compare=tensor_compare("a torch.Tensor of shape (B, L) (GAE over the tokens runs on it next)"),
     cases=[
-        Case((_KL1, _t(1.0, -2.0, 0.5), _M1, 0.1),
+        Case((_KL1, tensor_of(1.0, -2.0, 0.5), _M1, 0.1),
              "B=3 responses of L=5 slots, beta=0.1, scores=[1, -2, 0.5]: row 0 ends (<eos>) at slot 2, row 1 has "
              "its <eos> on the last slot (mask all ones), row 2 is a single token (<eos> at slot 0); kl has "
              "negative values and is not zero on padding (the mask must remove it)"),
-        Case((_KL2, _t(3.0, -1.5), _M2, 2.0),
+        Case((_KL2, tensor_of(3.0, -1.5), _M2, 2.0),
              "B=2, L=6, beta=2 (> 1), scores=[3, -1.5]: row 0 never produced <eos> (mask all ones: its score goes "
              "on slot L-1), row 1 ends at slot 3"),
-        Case((_KL1, _t(0.7, 1.3, -0.9), _M1, 0.0),
+        Case((_KL1, tensor_of(0.7, 1.3, -0.9), _M1, 0.0),
              "the same masks as case 1 with beta=0: the rewards are the scores alone, on each last real token"),
-        Case((_t([0.4], [-0.6]), _t(2.0, -1.0), _t([1], [1]), 0.5),
+        Case((tensor_of([0.4], [-0.6]), tensor_of(2.0, -1.0), tensor_of([1], [1]), 0.5),
              "L=1: one slot per response, B=2, beta=0.5, scores=[2, -1]"),
-        Case((_t([-0.3, 0.2, 0.1, 0.9]), _t(0.25), _t([1, 1, 0, 0]), 1.5),
+        Case((tensor_of([-0.3, 0.2, 0.1, 0.9]), tensor_of(0.25), tensor_of([1, 1, 0, 0]), 1.5),
              "B=1, L=4, the response ends at slot 1, beta=1.5, score=0.25"),
     ],
     mistakes=[
@@ -363,19 +363,19 @@ check_per_token_rewards = Exercise(
 
 def _run_bt(fn, r_chosen, r_rejected):
     """Call fn on rewards that track gradients; report the loss and both gradients."""
-    (chosen, given_chosen), (rejected, given_rejected) = _tracked(r_chosen), _tracked(r_rejected)
+    (chosen, given_chosen), (rejected, given_rejected) = tracked_leaf(r_chosen), tracked_leaf(r_rejected)
     loss = fn(given_chosen, given_rejected)
     for name, given, leaf in (("r_chosen", given_chosen, chosen), ("r_rejected", given_rejected, rejected)):
-        if _changed(given, leaf):
-            return _Changed(name)
-    return _loss_and_gradients(loss, {"r_chosen": chosen, "r_rejected": rejected})
+        if tensor_changed(given, leaf):
+            return ChangedInput(name)
+    return loss_and_gradients(loss, {"r_chosen": chosen, "r_rejected": rejected})
 
 
-def _loss_and_gradients(loss, leaves: dict):
+def loss_and_gradients(loss, leaves: dict):
     """What a pair loss's checker compares: the loss and its gradient w.r.t. each tracked input
     (``leaves``: name -> leaf tensor), or why they cannot be had."""
     if not isinstance(loss, torch.Tensor):
-        return _NotATensor(loss)
+        return NotATensor(loss)
     if loss.numel() != 1 or not loss.requires_grad:
         return {"loss": loss.detach()}
     first = next(iter(leaves))
@@ -383,7 +383,7 @@ def _loss_and_gradients(loss, leaves: dict):
         loss.backward()
     except Exception as exc:  # e.g. an in-place change of a tensor autograd still needed
         return {"loss": loss.detach(), f"gradient w.r.t. {first}": f"backward() failed: {exc}"}
-    return {"loss": loss.detach(), **{f"gradient w.r.t. {name}": _grad_or_zero(leaf) for name, leaf in leaves.items()}}
+    return {"loss": loss.detach(), **{f"gradient w.r.t. {name}": grad_or_zero(leaf) for name, leaf in leaves.items()}}
 
 
 _STABLE = ("for a large gap, log(sigmoid(d)) and log(1 + exp(-d)) written by hand break down in floating point "
@@ -395,15 +395,15 @@ check_bradley_terry_loss = Exercise(
     reference=bradley_terry_loss,
     reference_name="ppo_lib.rlhf.reward_model.bradley_terry_loss",
     run=_run_bt,
-    compare=_tensor_compare("a torch.Tensor holding the loss (the next cell calls loss.backward() on it)"),
+    compare=tensor_compare("a torch.Tensor holding the loss (the next cell calls loss.backward() on it)"),
     cases=[
-        Case((_t(0.9), _t(0.4)), "one pair: r_chosen=[0.9], r_rejected=[0.4]"),
-        Case((_t(2.0, -0.5, 0.3, 1.0), _t(0.5, 1.0, 0.3, -2.0)),
+        Case((tensor_of(0.9), tensor_of(0.4)), "one pair: r_chosen=[0.9], r_rejected=[0.4]"),
+        Case((tensor_of(2.0, -0.5, 0.3, 1.0), tensor_of(0.5, 1.0, 0.3, -2.0)),
              "four pairs, r_chosen=[2, -0.5, 0.3, 1], r_rejected=[0.5, 1, 0.3, -2]: gaps +1.5, -1.5 (the model "
              "prefers the rejected one), 0 (a tie, as at the start of training when the head outputs 0) and +3"),
-        Case((_t(50.0, -20.0, 0.0), _t(0.0, 30.0, 0.0)),
+        Case((tensor_of(50.0, -20.0, 0.0), tensor_of(0.0, 30.0, 0.0)),
              "large gaps in float64: r_chosen - r_rejected = +50, -50 and 0"),
-        Case((_t(-60.0, 70.0, dtype=torch.float32), _t(60.0, -50.0, dtype=torch.float32)),
+        Case((tensor_of(-60.0, 70.0, dtype=torch.float32), tensor_of(60.0, -50.0, dtype=torch.float32)),
              "float32 (the reward model's dtype): gaps -120 (badly wrong) and +120; the loss is (120 + 0) / 2 = 60"),
     ],
     mistakes=[
@@ -466,29 +466,29 @@ _WHITEN_STATS = ("the mean and the std must come from the real tokens only: the 
                  "mask.sum().")
 _PADDING = "the result must be 0 on padding (outside the mask): multiply by the mask at the end."
 
-_X1 = _t([1.0, 2.0, 3.0, 100.0], [4.0, 5.5, 100.0, 100.0])
-_MW1 = _t([1, 1, 1, 0], [1, 1, 0, 0])
+_X1 = tensor_of([1.0, 2.0, 3.0, 100.0], [4.0, 5.5, 100.0, 100.0])
+_MW1 = tensor_of([1, 1, 1, 0], [1, 1, 0, 0])
 check_masked_whiten = Exercise(
     "masked_whiten",
     reference=masked_whiten,
     reference_name="ppo_lib.rlhf.token_advantages.masked_whiten",
-    run=_watching_inputs("x", "mask"),
-    compare=_tensor_compare("a torch.Tensor of the shape of x (the advantages of the next cells)"),
+    run=watching_inputs("x", "mask"),
+    compare=tensor_compare("a torch.Tensor of the shape of x (the advantages of the next cells)"),
     cases=[
         Case((_X1, _MW1),
              "x of shape (2, 4) with 5 real tokens [1, 2, 3] and [4, 5.5]; the padding holds 100 (the mask is a "
              "float tensor: 1.0 on real tokens, 0.0 on padding)"),
-        Case((_t([0.5, -1.5, 2.0, -3.0, 1.0, 0.0]), _t([1, 1, 1, 1, 1, 1])),
+        Case((tensor_of([0.5, -1.5, 2.0, -3.0, 1.0, 0.0]), tensor_of([1, 1, 1, 1, 1, 1])),
              "one row, every token real: plain whitening with the unbiased std (divide by n - 1, like torch.std)"),
-        Case((_t([2.0, 50.0, -50.0], [-1.0, 80.0, 80.0]), _t([1, 0, 0], [1, 0, 0])),
+        Case((tensor_of([2.0, 50.0, -50.0], [-1.0, 80.0, 80.0]), tensor_of([1, 0, 0], [1, 0, 0])),
              "two real tokens (x = 2 and -1), the rest padding: n - 1 = 1"),
-        Case((_t([3.0, 40.0, 40.0], [20.0, 20.0, 20.0]), _t([1, 0, 0], [0, 0, 0])),
+        Case((tensor_of([3.0, 40.0, 40.0], [20.0, 20.0, 20.0]), tensor_of([1, 0, 0], [0, 0, 0])),
              "a single real token (x = 3): its std is undefined, so only centre it (the result is 0 there)"),
-        Case((_t([2.0, 2.0, 9.0], [2.0, 2.0, 2.0]), _t([1, 1, 0], [1, 1, 1])),
+        Case((tensor_of([2.0, 2.0, 9.0], [2.0, 2.0, 2.0]), tensor_of([1, 1, 0], [1, 1, 1])),
              "every real token has the same value (std 0): with eps = 1e-8 inside the square root the result "
              "is 0, not nan"),
-        Case((_t([-0.2, 0.4, 1.1, -30.0], [0.9, -0.7, 30.0, -30.0], [0.3, 0.0, 0.0, 0.0]),
-              _t([1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0])),
+        Case((tensor_of([-0.2, 0.4, 1.1, -30.0], [0.9, -0.7, 30.0, -30.0], [0.3, 0.0, 0.0, 0.0]),
+              tensor_of([1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0])),
              "x of shape (3, 4), rows of 3, 2 and 1 real tokens, padding of +-30"),
     ],
     mistakes=[

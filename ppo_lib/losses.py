@@ -6,14 +6,43 @@ gradient never flows into the critic through the policy loss (a classic bug).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
 
-
 class NonFiniteError(ValueError, FloatingPointError):
     """A NaN or infinity reached a loss. A ``ValueError`` (a bad argument) and a
     ``FloatingPointError`` (the training loop reports it as :class:`TrainingDiverged`)."""
+
+
+# Set while a training loop runs its minibatches on inputs it checked once at its entry
+# (see ``inputs_checked``): the per-call finiteness scan, a host read of a sum per tensor
+# (a GPU synchronisation each), is then skipped. Types, dtypes and shapes are always checked.
+_INPUTS_CHECKED = contextvars.ContextVar("ppo_lib_losses_inputs_checked", default=False)
+
+
+@contextlib.contextmanager
+def inputs_checked():
+    """Inside this block the losses skip their NaN/inf scan: for a training loop that checked
+    its rollout at its entry (``ppo_update`` does). Everywhere else every call scans its inputs."""
+    token = _INPUTS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _INPUTS_CHECKED.reset(token)
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x``, or a clear error naming ``name`` and the first NaN or infinity in it."""
+    # fast path: a finite sum means finite elements; a non-finite sum (NaN, inf, or an overflow
+    # of large finite values) gets the exact element-wise test
+    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
+        bad = torch.nonzero(~torch.isfinite(x.detach()))[0].tolist()
+        raise NonFiniteError(f"{name}: non-finite value {x.detach()[tuple(bad)].item()} at index {bad}; "
+                             f"allowed: finite numbers")
+    return x
 
 
 def _check(name: str, x, allow_empty: bool = False) -> torch.Tensor:
@@ -26,13 +55,7 @@ def _check(name: str, x, allow_empty: bool = False) -> torch.Tensor:
     if x.numel() == 0 and not allow_empty:
         raise ValueError(f"{name}: an empty tensor (shape {tuple(x.shape)}); a mean over no elements is undefined, "
                          f"allowed: at least one element")
-    # fast path (this runs on every minibatch): a finite sum means finite elements; a non-finite
-    # sum (NaN, inf, or an overflow of large finite values) gets the exact element-wise test
-    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
-        bad = torch.nonzero(~torch.isfinite(x.detach()))[0].tolist()
-        raise NonFiniteError(f"{name}: non-finite value {x.detach()[tuple(bad)].item()} at index {bad}; "
-                             f"allowed: finite numbers")
-    return x
+    return x if _INPUTS_CHECKED.get() else check_finite(name, x)
 
 
 def _check_scalar(name: str, value, low: float = 0.0, high: float | None = None, low_open: bool = False,

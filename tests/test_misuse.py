@@ -193,9 +193,9 @@ SILENT_CASES = [
          lambda: NormalizedVecEnv(VecEnv(toy()), reward_gamma=1.5), ValueError, ("reward_gamma=1.5", "[0, 1]")),
     Case("SILENT", "a fractional horizon", lambda: discount_weights(0.9, 2.5),
          ValueError, ("horizon=2.5", "whole number", "[0, inf)")),
-    Case("SILENT", "gamma_widget outside its slider", lambda: __import__("ppo_lib.teaching.widgets").widgets.gamma_widget(1.5),
+    Case("SILENT", "gamma_widget outside its slider", lambda: __import__("ppo_lib.teaching.widgets").teaching.widgets.gamma_widget(1.5),
          ValueError, ("gamma=1.5", "[0, 1]")),
-    Case("SILENT", "clip_widget outside its slider", lambda: __import__("ppo_lib.teaching.widgets").widgets.clip_widget(0.9),
+    Case("SILENT", "clip_widget outside its slider", lambda: __import__("ppo_lib.teaching.widgets").teaching.widgets.clip_widget(0.9),
          ValueError, ("eps=0.9", "[0.05, 0.5]")),
 ]
 
@@ -336,13 +336,13 @@ MESSAGE_CASES = [
     Case("MESSAGE", "a fractional count in a config", lambda: A2CConfig(rollout_steps=2.5),
          ValueError, ("rollout_steps=2.5", "whole number", "[1, inf)")),
     Case("MESSAGE", "an env id where run_episode wants an env",
-         lambda: __import__("ppo_lib.teaching.animation").animation.run_episode("CartPole-v1"),
+         lambda: __import__("ppo_lib.teaching.animation").teaching.animation.run_episode("CartPole-v1"),
          TypeError, ("env='CartPole-v1'", "gymnasium.make('CartPole-v1')")),
     Case("MESSAGE", "a TrainResult as run_episode's policy",
-         lambda: __import__("ppo_lib.teaching.animation").animation.run_episode(gym.make("CartPole-v1"), _trained()),
+         lambda: __import__("ppo_lib.teaching.animation").teaching.animation.run_episode(gym.make("CartPole-v1"), _trained()),
          TypeError, ("TrainResult", "result.agent", "obs -> action")),
     Case("MESSAGE", "a random walk with a probability above 1",
-         lambda: __import__("ppo_lib.teaching.toy_problems").toy_problems.RandomWalk(p_right=1.5),
+         lambda: __import__("ppo_lib.teaching.toy_problems").teaching.toy_problems.RandomWalk(p_right=1.5),
          ValueError, ("p_right=1.5", "[0, 1]")),
     Case("MESSAGE", "a History from a dict with unknown keys", lambda: History.from_dict({"returns": [1.0]}),
          ValueError, ("'returns'", "episode_returns")),
@@ -353,7 +353,7 @@ MESSAGE_CASES = [
          lambda: collect_rollout(VecEnv(toy(), num_envs=2), ppo_for_toy().policy, 4, np.zeros(2, np.float32)),
          ValueError, ("obs: shape (2,)", "(2, ...)", "num_envs=2")),
     Case("MESSAGE", "a widget value outside its options",
-         lambda: __import__("ppo_lib.teaching.widgets").widgets.lambda_widget(lambda e: None, [0.5, 0.9], error=0.3),
+         lambda: __import__("ppo_lib.teaching.widgets").teaching.widgets.lambda_widget(lambda e: None, [0.5, 0.9], error=0.3),
          ValueError, ("error=0.3", "0.0, 0.25, 0.5, 0.75, 1.0")),
 ]
 

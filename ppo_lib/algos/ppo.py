@@ -29,8 +29,8 @@ from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.base import Algorithm, gradient_step
 from ppo_lib.config import (caller_stack_level, check_choice, check_config, check_flag, check_hidden, check_range,
                              validated, warn_ignored)
-from ppo_lib.losses import (approx_kl, clipped_surrogate, clipped_value_loss, kl_penalty_surrogate, normalize,
-                            value_loss)
+from ppo_lib.losses import (approx_kl, check_finite, clipped_surrogate, clipped_value_loss, inputs_checked,
+                            kl_penalty_surrogate, normalize, value_loss)
 
 
 def adaptive_kl_beta(beta: float, kl: float, kl_target: float) -> float:
@@ -183,42 +183,48 @@ def ppo_update(policy, optimizer, rollout, config: PPOConfig, generator: torch.G
         raise ValueError(f"the rollout has {B} samples ({rollout.T} steps x {rollout.N} envs), fewer than "
                          f"minibatch_size={c.minibatch_size}: no minibatch can be formed. Use more envs or "
                          f"steps, or a smaller minibatch (the config expects num_envs={c.num_envs})")
+    # the rollout is checked once here, at the entry; the minibatch losses then skip their own
+    # NaN scans (a host read each: a GPU synchronisation per tensor per minibatch)
+    for name, x in (("rollout.obs", obs), ("rollout.logprobs", logp_old), ("rollout.values", values_old),
+                    ("the advantages", advantages), ("the value targets", targets)):
+        check_finite(name, x.float())
     stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction")}
     epochs_done, stopped_early = 0, False
-    for _ in range(c.epochs):
-        perm = torch.randperm(B, generator=generator)
-        for start in range(0, B - c.minibatch_size + 1, c.minibatch_size):
-            mb = perm[start:start + c.minibatch_size]
-            dist = actor.distribution(obs[mb])
-            logp, entropy = actor.log_prob(dist, actions[mb]), actor.entropy(dist)
-            values = policy.value(obs[mb])
-            ratio = torch.exp(logp - logp_old[mb])
-            adv = normalize(advantages[mb]) if c.normalize_advantages else advantages[mb]
-            if c.variant == "clip":
-                objective = clipped_surrogate(ratio, adv, eps)
-            elif c.variant == "penalty":
-                kl = actor.kl(actor.from_params(old_params[mb]), dist)  # exact, per state
-                objective = kl_penalty_surrogate(ratio, adv, kl, beta)
-            else:
-                objective = (ratio * adv.detach()).mean()
-            objective = hooks.objective(objective)
-            if c.clip_value:
-                v_loss = clipped_value_loss(values, values_old[mb], targets[mb], eps)
-            else:
-                v_loss = value_loss(values, targets[mb])
-            loss = -objective + c.value_coef * v_loss - hooks.entropy_bonus(c.entropy_coef * entropy.mean())
-            gradient_step(optimizer, policy.parameters(), loss, c.max_grad_norm)
-            stats["policy_loss"].append(-objective.item())
-            stats["value_loss"].append(v_loss.item())
-            stats["entropy"].append(entropy.mean().item())
-            stats["clip_fraction"].append(((ratio - 1.0).abs() > eps).float().mean().item())
-        epochs_done += 1
-        if c.target_kl is not None:
-            with torch.no_grad():
-                k1, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
-            if hooks.early_stop_kl(k1, k3) > c.target_kl:
-                stopped_early = True
-                break
+    with inputs_checked():
+        for _ in range(c.epochs):
+            perm = torch.randperm(B, generator=generator)
+            for start in range(0, B - c.minibatch_size + 1, c.minibatch_size):
+                mb = perm[start:start + c.minibatch_size]
+                dist = actor.distribution(obs[mb])
+                logp, entropy = actor.log_prob(dist, actions[mb]), actor.entropy(dist)
+                values = policy.value(obs[mb])
+                ratio = torch.exp(logp - logp_old[mb])
+                adv = normalize(advantages[mb]) if c.normalize_advantages else advantages[mb]
+                if c.variant == "clip":
+                    objective = clipped_surrogate(ratio, adv, eps)
+                elif c.variant == "penalty":
+                    kl = actor.kl(actor.from_params(old_params[mb]), dist)  # exact, per state
+                    objective = kl_penalty_surrogate(ratio, adv, kl, beta)
+                else:
+                    objective = (ratio * adv.detach()).mean()
+                objective = hooks.objective(objective)
+                if c.clip_value:
+                    v_loss = clipped_value_loss(values, values_old[mb], targets[mb], eps)
+                else:
+                    v_loss = value_loss(values, targets[mb])
+                loss = -objective + c.value_coef * v_loss - hooks.entropy_bonus(c.entropy_coef * entropy.mean())
+                gradient_step(optimizer, policy.parameters(), loss, c.max_grad_norm)
+                stats["policy_loss"].append(-objective.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["entropy"].append(entropy.mean().item())
+                stats["clip_fraction"].append(((ratio - 1.0).abs() > eps).float().mean().item())
+            epochs_done += 1
+            if c.target_kl is not None:
+                with torch.no_grad():
+                    k1, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
+                if hooks.early_stop_kl(k1, k3) > c.target_kl:
+                    stopped_early = True
+                    break
     # Diagnostics of the whole update: pi_new against pi_old on the full batch.
     with torch.no_grad():
         dist = actor.distribution(obs)

@@ -2,7 +2,7 @@
 """The PPO course: one entry point for learners, instructors and CI.
 
     python3 course.py open [--no-browser]   set up, then start JupyterLab on chapter 0
-    python3 course.py test [PYTEST ARGS]    set up, then run every test
+    python3 course.py test [PYTEST ARGS]    set up, then run every test (--quick: a few minutes)
     python3 course.py book                  set up, then build the static HTML book
     python3 course.py setup                 only create/update the virtual environment
     python3 course.py doctor                set up, then check it: paste its output when asking for help

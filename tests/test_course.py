@@ -275,3 +275,19 @@ def test_sync_command_names_the_backup(tmp_path, monkeypatch, capsys):
     assert cli.main(["sync"]) == 0
     out = capsys.readouterr().out
     assert "edited by hand" in out and "sync-backups" in out
+
+
+def test_the_quick_tier_names_tests_that_exist():
+    """`course.py test --quick` runs a named subset: every name in it must still exist."""
+    import ast as _ast
+
+    from ppo_lib.course import cli
+
+    root = Path(__file__).resolve().parent.parent
+    for target in cli.QUICK_TESTS:
+        path, _, name = target.partition("::")
+        assert (root / path).is_file(), target
+        if name:
+            funcs = {n.name for n in _ast.walk(_ast.parse((root / path).read_text())) if isinstance(n, _ast.FunctionDef)}
+            assert name in funcs, target
+    assert cli.QUICK_CHAPTER in {ch.id for ch in cli.load_book().chapters}

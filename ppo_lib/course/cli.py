@@ -41,13 +41,29 @@ def cmd_open(args) -> int:
                     token=args.token, no_browser=args.no_browser)
 
 
+#: ``course.py test --quick``: "does my install work?" in a few minutes: the RL core's fast
+#: tests, the checkers, the launcher's doctor, chapter 0 executed, and one real-browser check.
+QUICK_TESTS = ("tests/test_advantages.py", "tests/test_envs_rollout.py", "tests/test_checks.py",
+               "tests/test_import_graph.py", "tests/test_stats.py", "tests/test_doctor.py",
+               "tests/test_browser.py::test_chapter_0_runs_and_the_gamma_slider_redraws_the_plot")
+QUICK_CHAPTER = "00"
+
+
 def cmd_test(args) -> int:
     book = load_book()
     out = book.root / "build" / "notebooks"
-    build_test_notebooks(book, out)
-    cmd = [sys.executable, "-m", "pytest", "tests", str(out.relative_to(book.root)),
+    pytest_args = list(args.pytest_args)
+    quick = "--quick" in pytest_args
+    if quick:
+        pytest_args.remove("--quick")
+        build_test_notebooks(book, out, kinds=("chapters",), only=[QUICK_CHAPTER])
+        targets = [*QUICK_TESTS, str((out / "chapters").relative_to(book.root))]
+    else:
+        build_test_notebooks(book, out)
+        targets = ["tests", str(out.relative_to(book.root))]
+    cmd = [sys.executable, "-m", "pytest", *targets,
            "--nbval", "--nbval-current-env", "--nbval-cell-timeout=900", "-p", "no:cacheprovider",
-           *args.pytest_args]
+           *pytest_args]
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=book.root)
 
@@ -101,7 +117,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="access token (default: a random one)")
     p.add_argument("--workspace", default=str(REPO_ROOT / "workspace"))
     p.set_defaults(func=cmd_open)
-    p = sub.add_parser("test", help="run every test: library, notebooks, browser, book")
+    p = sub.add_parser("test", help="run every test: library, notebooks, browser, book "
+                                    "(--quick: does my install work? a few minutes)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
     p.set_defaults(func=cmd_test)
     p = sub.add_parser("book", help="execute every chapter and build the static HTML book")

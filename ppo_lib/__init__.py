@@ -1,7 +1,17 @@
 """ppo_lib: the companion library of the PPO course.
 
-One module per concept of the course; the chapters import from here, and the
-tests prove that what a chapter derives and what the library holds agree.
+Four rooms, one folder each, one module per concept:
+
+- the RL core, at the top (``envs``, ``policies``, ``rollout``, ``advantages``, ``losses``,
+  ``normalization``, ``config``, ``algos``, ``runs``, ``train``, ``stats``): what a learner
+  imports to train an agent; it imports nothing from the other rooms;
+- ``ppo_lib.teaching``: the teaching aids the chapters use (checkers, widgets, animation,
+  toy problems, probes, the bug hunt, plots);
+- ``ppo_lib.rlhf``: the language models of chapters 8-9;
+- ``ppo_lib.course``: the course machinery (manifest, notebooks, launcher, book, grading, doctor).
+
+The chapters import from here, and the tests prove that what a chapter derives and what
+the library holds agree.
 """
 
 __version__ = "0.1.0"

@@ -130,12 +130,29 @@ def unknown_field_message(cls: type, name: str) -> str:
 
 
 def validated(cls: type) -> type:
-    """Make a config dataclass reject unknown field names and re-validate on assignment."""
+    """Make a config dataclass reject unknown field names and re-validate on assignment.
+
+    A class may declare ``RENAMED = {"old_name": "new_name"}``: for one release the old name
+    still works (as a keyword, an attribute read or an assignment), with a ``FutureWarning``
+    that gives the new one.
+    """
     names = frozenset(f.name for f in dataclasses.fields(cls))
+    renamed = dict(getattr(cls, "RENAMED", {}))
     init = cls.__init__
+
+    def new_name(old: str) -> str:
+        warnings.warn(f"{cls.__name__}: {old!r} is now {renamed[old]!r} (one name across the library); the old "
+                      f"name goes in the next release", FutureWarning, stacklevel=caller_stack_level())
+        return renamed[old]
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
+        for key in list(kwargs):
+            if key in renamed and key not in names:
+                new = new_name(key)
+                if new in kwargs:
+                    raise TypeError(f"{cls.__name__}: both {key!r} (the old name) and {new!r} given; pass {new!r}")
+                kwargs[new] = kwargs.pop(key)
         for key in kwargs:
             if key not in names:
                 raise TypeError(unknown_field_message(cls, key))
@@ -149,6 +166,8 @@ def validated(cls: type) -> type:
             object.__setattr__(self, "_validating", False)
 
     def __setattr__(self, name, value):
+        if name in renamed and name not in names:
+            name = new_name(name)
         if name not in names:
             raise AttributeError(unknown_field_message(cls, name))
         if self.__dict__.get("_validating", True):
@@ -165,8 +184,15 @@ def validated(cls: type) -> type:
         finally:
             object.__setattr__(self, "_validating", False)
 
+    def __getattr__(self, name):  # only called when normal lookup fails
+        if name in renamed:
+            return getattr(self, new_name(name))
+        raise AttributeError(unknown_field_message(cls, name))
+
     cls.__init__ = __init__
     cls.__setattr__ = __setattr__
+    if renamed:
+        cls.__getattr__ = __getattr__
     return cls
 
 

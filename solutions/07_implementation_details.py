@@ -641,9 +641,10 @@ print(f"your run: inside the reference band for {inside:.0%} of the training ste
 # ### 5. Bug hunt
 #
 # Below, the healthy run again, and a **mystery run**: the same configuration and seed,
-# trained by `BuggyPPO` with one of these implementation bugs switched in (the update is
-# written out step by step in `ppo_lib/bug_hunt.py`; the mystery's name is stored
-# encoded there, so read the curves, not the file):
+# trained by `BuggyPPO` with one of these implementation bugs switched in (the library's one
+# update, `ppo_lib.algos.ppo.ppo_update`, with the bug passed in as a wrong setting or a hook:
+# see `ppo_lib/teaching/bug_hunt.py`; the mystery's name is stored encoded there, so read the
+# curves, not the file):
 
 # %%
 for bug, what in BUGS.items():

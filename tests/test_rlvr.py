@@ -324,3 +324,25 @@ def test_review_language_task_is_the_default_and_its_prompts_are_the_trainers_dr
     old = [lang.encode_prompt(lang.PROMPTS[i]) for i in rng_a.integers(len(lang.PROMPTS), size=10)]
     assert lang.TASK.sample_prompts(rng_b, 10).tolist() == old
     assert GPTConfig.for_task(lang.TASK) == GPTConfig()
+
+
+# ---------------------------------------------------------------- seeded learning test (slow)
+
+@pytest.mark.slow
+def test_slow_grpo_raises_held_out_accuracy_over_sft_in_2_of_3_seeds(rlvr_sft):
+    """Measured here (2-core CPU, loaded): SFT pass@1 0.24 on the held-out set (RLVR.md: 0.29);
+    GRPO with the preset reached 0.75-0.82 in its rollouts by iteration 10-20 and 0.86 held out
+    after 150. The test runs 20 iterations per seed and asks for +0.25, half the gain seen."""
+    from ppo_lib.rlhf.presets import rlvr_presets
+
+    task, _, kw = rlvr_presets("cpu")
+    before = evaluate_verifier(rlvr_sft.model, task, n_prompts=48, samples_per_prompt=16, ks=(1, 16))
+    assert 0.1 < before["pass_at_k"][1] < 0.45 and before["stats"]["worked"] < 0.45
+    gains = []
+    for seed in range(3):
+        run = train_grpo(rlvr_sft, None, GRPOConfig(**{**kw, "iterations": 20, "seed": seed}), progress=False)
+        after = evaluate_verifier(run.policy, task, n_prompts=48, samples_per_prompt=16, ks=(1, 16))
+        gains.append(after["pass_at_k"][1] - before["pass_at_k"][1])
+        assert after["stats"]["worked"] > before["stats"]["worked"]  # RL picks the scratchpad
+        assert all(math.isfinite(x) for x in run.history.gold + run.history.kl)
+    assert sum(g >= 0.25 for g in gains) >= 2, (before["pass_at_k"], gains)

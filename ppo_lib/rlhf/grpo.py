@@ -351,13 +351,17 @@ def _reward_of(reward_model, task: Task, config: GRPOConfig):
     """The sequence reward of a generation: the reward model's score at ``<eos>`` (a fixed
     ``missing_eos_score`` without one), or the task's verifier."""
     if reward_model is None:
-        return lambda gen: task.verify(gen.prompts.cpu(), gen.responses.cpu()).to(gen.tokens.device)
+        def verified(gen):
+            return task.verify(gen.prompts.cpu(), gen.responses.cpu()).to(gen.tokens.device)
+        verified.is_verifier = True
+        return verified
 
     def scored(gen):
         # a response without <eos> gets a fixed score: the reward model reads the last slot of an
         # unfinished text, which it never saw in training (TRL's missing_eos_penalty; TRL issue 2387)
         return torch.where(gen.has_eos, score(reward_model, gen.tokens, gen.prompt_len),
                            torch.full((len(gen.tokens),), config.missing_eos_score, device=gen.tokens.device))
+    scored.is_verifier = False
     return scored
 
 
@@ -374,7 +378,9 @@ def _sample_round(policy, ref, reward_of, config: GRPOConfig, generator, rng, ta
     scores = reward_of(gen)
     kl = (logprobs - ref_logprobs).sum(1)  # k1 summed over the real tokens (padding is 0 in both)
     rewards = scores - config.beta * kl if config.kl == "reward_k1" else scores
-    gold = task.gold_scores(gen.prompts.cpu(), gen.responses.cpu())
+    # the truth logged beside the reward: the verifier itself needs no second run
+    gold = scores.cpu() if reward_of.is_verifier and task.gold is None else \
+        task.gold_scores(gen.prompts.cpu(), gen.responses.cpu())
     return {"tokens": gen.tokens, "mask": mask, "logprobs": logprobs, "ref_logprobs": ref_logprobs,
             "scores": scores, "rewards": rewards.view(n, G), "gold": gold, "kl": kl}
 

@@ -18,7 +18,9 @@ from ppo_lib.rlhf.grpo import (GRPOConfig, aggregation_weights, collect_groups, 
                                mean_advantages, rloo_advantages, select_groups, train_grpo)
 from ppo_lib.rlhf.model import GPT, GPTConfig, frozen_copy, generate
 from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo
+from ppo_lib.rlhf.dpo import DPOConfig, train_dpo
 from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain
+from ppo_lib.rlhf.reward_model import RewardConfig, train_reward_model
 from ppo_lib.rlhf.task import Task, right_padded
 
 T = add.TASK
@@ -222,7 +224,7 @@ def reverse_task(max_response_len: int = 4) -> Task:
                 sample_texts=texts, verifier=verifier)
 
 
-def test_a_learners_task_runs_through_pretraining_grpo_ppo_and_evaluation(tmp_path, monkeypatch):
+def test_a_learners_task_runs_through_pretraining_grpo_ppo_dpo_and_evaluation(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.ENV, str(tmp_path))
     task = reverse_task()
     cfg = PretrainConfig(n_texts=2000, steps=150, batch_size=32, lr=3e-3,
@@ -244,6 +246,13 @@ def test_a_learners_task_runs_through_pretraining_grpo_ppo_and_evaluation(tmp_pa
     assert len(ppo.history.gold) == 2
     ev = evaluate_verifier(run.policy, task, n_prompts=8, samples_per_prompt=4, ks=(1, 4))
     assert 0 <= ev["pass_at_k"][1] <= ev["pass_at_k"][4] <= 1
+    # chapter 8-9's route on the same task: pairs labelled by the verifier, a reward model, DPO
+    rm = train_reward_model(sft, RewardConfig(n_pairs=64, epochs=1), progress=False, use_cache=False)
+    assert rm.pairs.task is task and rm.pairs.chosen.shape == (64, task.context)
+    with_rm = train_grpo(sft, rm, GRPOConfig(iterations=1, group_size=2, prompts_per_iteration=4), progress=False)
+    assert len(with_rm.history.proxy) == 1
+    dpo = train_dpo(sft, rm.pairs, DPOConfig(steps=2, batch_size=16), progress=False)
+    assert all(math.isfinite(x) for x in dpo.history.loss)
 
 
 def test_dynamic_sampling_refills_to_the_asked_batch_and_counts_the_extra_samples():

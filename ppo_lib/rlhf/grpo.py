@@ -359,7 +359,7 @@ def _reward_of(reward_model, task: Task, config: GRPOConfig):
     def scored(gen):
         # a response without <eos> gets a fixed score: the reward model reads the last slot of an
         # unfinished text, which it never saw in training (TRL's missing_eos_penalty; TRL issue 2387)
-        return torch.where(gen.has_eos, score(reward_model, gen.tokens, gen.prompt_len),
+        return torch.where(gen.has_eos, score(reward_model, gen.tokens, gen.prompt_len, task.eos_id),
                            torch.full((len(gen.tokens),), config.missing_eos_score, device=gen.tokens.device))
     scored.is_verifier = False
     return scored

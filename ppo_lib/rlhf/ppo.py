@@ -158,7 +158,7 @@ def collect(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value_model
     if reward_model is None:
         scores = task.verify(gen.prompts.cpu(), gen.responses.cpu()).to(dev)
     else:
-        scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P),
+        scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P, task.eos_id),
                              torch.full((len(prompts),), config.missing_eos_score, device=dev))
     kl = kl_per_token(logprobs, ref_logprobs, config.kl_estimator)
     rewards = rewards_fn(kl, scores, mask, beta)

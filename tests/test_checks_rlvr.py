@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from ppo_lib.checks.rlvr import RLVR_EXERCISES, check_aggregate_loss, check_pass_at_k
 from tests.catalogue import assert_accepted, assert_flagged

@@ -149,7 +149,8 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
         perm = torch.randperm(len(pairs), generator=gen).to(dev)
         for i in range(0, len(pairs), config.batch_size):
             idx = perm[i:i + config.batch_size]
-            loss = bradley_terry_loss(score(model, pairs.chosen[idx], P, eos), score(model, pairs.rejected[idx], P, eos))
+            loss = bradley_terry_loss(score(model, pairs.chosen[idx], P, eos),
+                                      score(model, pairs.rejected[idx], P, eos))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -34,7 +34,11 @@ from ppo_lib.rlhf.presets import GRPO_VARIANTS, rlvr_presets  # noqa: E402
 from ppo_lib.rlhf.pretrain import pretrain  # noqa: E402
 
 OUT = RESULTS / "rlvr.json"
-VARIANTS = {**GRPO_VARIANTS, "grpo_kl": {"beta": 0.04, "kl": "loss_k3"}}
+VARIANTS = {**GRPO_VARIANTS, "grpo_kl": {"beta": 0.04, "kl": "loss_k3"}, "ppo": {"trainer": "ppo"}}
+# the baseline with a critic: chapter 8's PPO on the verifier (value model from the SFT trunk), the
+# same batch of 128 answers, epochs, minibatches and lr as the GRPO preset, no KL; it samples
+# without the key/value cache (RLHFConfig has no such switch: its settings are chapter 8's)
+PPO_SETTINGS = {"beta": 0.0, "batch_size": 128, "epochs": 2, "minibatches": 2, "lr": 1e-4}
 KS = (1, 4, 16, 64)
 
 
@@ -49,7 +53,27 @@ def _eval(policy, task, ref=None) -> dict:
             "never_solved": int(sum(c == 0 for c in ev["right_per_prompt"])), "samples": ev["samples"][:4]}
 
 
+def run_ppo(sft, seed: int, iterations: int) -> dict:
+    from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo
+
+    task = sft.task
+    t0 = time.perf_counter()
+    result = train_ppo(sft, None, RLHFConfig(**PPO_SETTINGS, iterations=iterations, seed=seed), progress=False)
+    seconds = time.perf_counter() - t0
+    h = result.history
+    n = len(h.gold)
+    return {"variant": "ppo", "seed": seed, "seconds": round(seconds, 2), "switches": {"trainer": "ppo", **PPO_SETTINGS},
+            "history": {"accuracy": _round(h.gold), "length": _round(h.length, 3), "worked": [None] * n,
+                        "zero_variance": [float("nan")] * n, "kl": _round(h.kl), "k3": [0.0] * n,
+                        "clip_fraction": _round(h.clip_fraction, 5), "rollout_s": [float("nan")] * n,
+                        "update_s": [float("nan")] * n, "iteration_s": _round(h.seconds),
+                        "responses_sampled": [PPO_SETTINGS["batch_size"]] * n},
+            "final": _eval(result.policy, task, sft.model)}
+
+
 def run_variant(name: str, sft, seed: int, iterations: int) -> dict:
+    if name == "ppo":
+        return run_ppo(sft, seed, iterations)
     task, _, kw = rlvr_presets("cpu")
     config = GRPOConfig(**{**kw, **VARIANTS[name], "iterations": iterations, "seed": seed})
     t0 = time.perf_counter()
@@ -122,6 +146,7 @@ def table(record: dict, iterations: int) -> dict:
         for key in ("worked", "length", "kl"):
             row[key] = float(np.mean([r["final"][key] for r in runs]))
         row["zero_variance_last50"] = float(np.mean([np.mean(r["history"]["zero_variance"][-50:]) for r in runs]))
+        # (nan for PPO, which samples one answer per prompt: no groups)
         row["s_per_it"] = float(np.mean([r["seconds"] / r["iterations"] for r in runs]))
         row["rollout_share"] = float(np.mean([sum(r["history"]["rollout_s"]) /
                                               (sum(r["history"]["rollout_s"]) + sum(r["history"]["update_s"]))
@@ -143,7 +168,7 @@ def plot(record: dict, iterations: int, path: Path) -> None:
         if not runs:
             continue
         for ax, key in zip(axes, ("accuracy", "length", "zero_variance")):
-            ax.plot(np.mean([r["history"][key] for r in runs], axis=0), label=name, lw=1)
+            ax.plot(np.mean([np.asarray(r["history"][key], dtype=float) for r in runs], axis=0), label=name, lw=1)
     for ax, title in zip(axes, ("accuracy (rollouts)", "mean length", "zero-variance groups")):
         ax.set_title(title)
         ax.set_xlabel("iteration")

@@ -408,7 +408,7 @@ def draw_variant(view, fig):
 
 def describe_variant(view):
     s = view["summary"]
-    return (f"<b>{view['variant']}</b> {GRPO_VARIANTS.get(view['variant'], {'beta': 0.04, 'kl': 'loss_k3'})}: "
+    return (f"<b>{view['variant']}</b> {record['settings']['variants'][view['variant']]}: "
             f"held-out pass@1 {s['pass@1']:.3f} (sd {s['sd']:.3f}, {s['n']} seeds), worked {s['worked']:.2f}, "
             f"{s['s_per_it']:.2f} s and {s['responses']:.0f} samples per iteration")
 

@@ -246,11 +246,11 @@ aggregate_loss = check_aggregate_loss(aggregate_loss)
 # The library's one GRPO trainer (`ppo_lib.rlhf.grpo.train_grpo`) takes the verifier as its
 # reward when given no reward model. The chapter's settings (`rlvr_presets`): $G = 8$ answers to
 # 16 prompts per iteration, 2 epochs of 2 minibatches, learning rate $10^{-4}$, no KL penalty
-# (TRL's default today; section 4 turns it on), sampling with a key/value cache. We run 60
+# (TRL's default today; section 4 turns it on), sampling with a key/value cache. We run 40
 # iterations here; the benchmark behind section 4 runs 150 on three seeds.
 
 # %%
-live_config = GRPOConfig(**{**grpo_settings, "iterations": 60, "seed": 0})
+live_config = GRPOConfig(**{**grpo_settings, "iterations": 40, "seed": 0})
 run = train_grpo(sft, None, live_config)
 h = run.history
 fig, axes = plt.subplots(1, 4, figsize=(14, 3))
@@ -300,7 +300,7 @@ assert gen_seconds[False] > 2 * gen_seconds[True]   # "several times faster", be
 # prompts are solved in all 8 tries, those groups teach nothing.
 
 # %%
-after = evaluate_verifier(run.policy, task, n_prompts=96, samples_per_prompt=64, ref=sft.model)
+after = evaluate_verifier(run.policy, task, n_prompts=96, samples_per_prompt=64)
 print(f"{'':6s}" + "".join(f"{'pass@' + str(k):>9s}" for k in (1, 4, 16, 64)) + "   worked  length")
 for name, ev in (("SFT", sft_eval), ("GRPO", after)):
     print(f"{name:6s}" + "".join(f"{ev['pass_at_k'][k]:9.3f}" for k in (1, 4, 16, 64))
@@ -377,6 +377,9 @@ for v, s in table.items():
 #   format fixes the length); the prototype behind this chapter could not show it either.
 # - **DAPO's dynamic sampling costs samples**: it generates about twice the responses per
 #   iteration of plain GRPO, because some groups of every batch are all right or all wrong.
+#   Full DAPO (token-level loss, clip-higher, dynamic sampling) ends ahead of GRPO on every seed,
+#   by a few points: less than the spread between seeds, so on this evidence a small, consistent
+#   edge bought with twice the sampling.
 # - **The KL penalty** (`grpo_kl`) keeps the policy closer to the SFT model (a smaller KL at the
 #   end) for no gain in accuracy here: that is why TRL turned it off by default.
 
@@ -391,6 +394,9 @@ assert aggregation_gap < seed_spread
 assert max(abs(table[v]["length"] - table["grpo"]["length"]) for v in ("dr_grpo", "dapo_loss") if v in table) < 0.2
 if "dapo" in table:
     assert table["dapo"]["responses"] > 1.5 * table["grpo"]["responses"]
+    edge = [table["dapo"]["by_seed"][k] - table["grpo"]["by_seed"][k] for k in table["grpo"]["by_seed"]]
+    print(f"full DAPO minus GRPO, seed by seed: {np.round(edge, 3)}")
+    assert all(0 < e < seed_spread for e in edge)
 if "grpo_kl" in table:
     assert table["grpo_kl"]["kl"] < table["grpo"]["kl"]
 print("the statements above hold for the file's numbers")

@@ -100,6 +100,9 @@ def main() -> None:
     iterations = args.iterations or kw["iterations"]
     record = json.loads(OUT.read_text()) if OUT.exists() else {}
     record.update(header(threads=1))
+    # every invocation that added runs, in order (the header above is the latest one's)
+    record.setdefault("provenance", []).append({**header(threads=1), "variants": args.variants, "seeds": args.seeds,
+                                                "iterations": args.iterations or kw["iterations"]})
     record["settings"] = {"pretrain": {**dataclasses.asdict(pre), "seed": "the run's seed"}, "grpo": kw,
                           "iterations": iterations, "variants": VARIANTS, "eval": {"prompts": 96, "samples": 64,
                                                                                    "ks": list(KS)}}

@@ -339,7 +339,8 @@ for name, switches in GRPO_VARIANTS.items():
 
 # %%
 record = json.loads((REPO_ROOT / "benchmarks" / "results" / "rlvr.json").read_text())
-print(f"{record['command']}  ({record['date'][:10]}, {record['machine']['cpus']} CPUs, torch {record['machine']['torch']})")
+for made in record.get("provenance", [record]):
+    print(f"{made['command']}  ({made['date'][:16]}, {made['machine']['cpus']} CPUs, torch {made['machine']['torch']})")
 runs = record["runs"]
 variants = [v for v in record["settings"]["variants"] if any(r["variant"] == v for r in runs)]
 

@@ -348,6 +348,10 @@ def summarise(name):
             "by_seed": {r["seed"]: r["final"]["pass_at_k"]["1"] for r in rs}}
 
 
+def zero_var(s):
+    return "no groups" if np.isnan(s["zero_var"]) else f"{s['zero_var']:.0%}"   # PPO samples one answer a prompt
+
+
 sft_p1 = np.mean([s["pass_at_k"]["1"] for s in record["sft"].values()])
 table = {v: summarise(v) for v in variants}
 print(f"SFT pass@1 {sft_p1:.3f} (mean of {len(record['sft'])} seeds)")
@@ -355,7 +359,7 @@ print(f"{'variant':10s} {'seeds':>5s} {'pass@1':>14s} {'pass@64':>8s} {'worked':
       f"{'zero-var':>8s} {'s/it':>6s} {'samples/it':>10s}")
 for v, s in table.items():
     print(f"{v:10s} {s['n']:5d} {s['pass@1']:8.3f} ± {s['sd']:.3f} {s['pass@64']:8.3f} {s['worked']:7.2f} "
-          f"{s['length']:7.1f} {s['kl']:6.2f} {s['zero_var']:8.0%} {s['s_per_it']:6.2f} {s['responses']:10.0f}")
+          f"{s['length']:7.1f} {s['kl']:6.2f} {zero_var(s):>8s} {s['s_per_it']:6.2f} {s['responses']:10.0f}")
 
 # %% [markdown]
 # How to read it (the cell after this one checks each statement against the file):

@@ -95,7 +95,8 @@ def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return (x - x.mean()) / (x.std() + eps)
 
 
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> torch.Tensor:
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_eps: float,
+                      clip_eps_high: float | None = None) -> torch.Tensor:
     r"""PPO's clipped objective (to be *maximised*), Schulman et al. 2017, eq. (7):
 
     .. math:: L^{CLIP} = \frac1B\sum_b \min\big(r_b A_b,\ \mathrm{clip}(r_b, 1-\epsilon, 1+\epsilon) A_b\big)
@@ -103,13 +104,24 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_eps: f
     ``ratio`` :math:`r_b = \pi_\theta(a_b|s_b) / \pi_{old}(a_b|s_b)`, ``advantages``: (B,).
     Where the clipped term is the smaller one, the gradient is zero: for A > 0
     once r > 1 + eps, for A < 0 once r < 1 - eps.
+
+    ``clip_eps_high`` (DAPO's "clip-higher", Yu et al. 2025) replaces the upper bound by
+    :math:`1 + \epsilon_{high}`, so unlikely tokens with A > 0 can grow further; None keeps
+    the symmetric clip.
     """
     _check("ratio", ratio), _check("advantages", advantages)
     if ratio.shape != advantages.shape:
         raise ValueError(f"ratio {tuple(ratio.shape)} and advantages {tuple(advantages.shape)} differ in shape")
     _check_scalar("clip_eps", clip_eps, 0.0, 1.0, low_open=True, high_open=True)
+    high = clip_eps
+    if clip_eps_high is not None:
+        _check_scalar("clip_eps_high", clip_eps_high, 0.0, low_open=True)
+        if clip_eps_high < clip_eps:
+            raise ValueError(f"clip_eps_high={clip_eps_high}: must be >= clip_eps={clip_eps} (clip-higher widens "
+                             f"only the upper bound)")
+        high = clip_eps_high
     adv = advantages.detach()
-    return torch.min(ratio * adv, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv).mean()
+    return torch.min(ratio * adv, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high) * adv).mean()
 
 
 def kl_penalty_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor, beta: float) -> torch.Tensor:

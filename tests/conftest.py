@@ -29,3 +29,17 @@ def rlhf_reward(rlhf_sft):
     from ppo_lib.rlhf.reward_model import train_reward_model
 
     return train_reward_model(rlhf_sft, progress=False, use_cache=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a seeded learning test of a minute or more (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def rlvr_sft(tmp_path_factory):
+    """Chapter 10's SFT model on the addition task (rlvr_presets), trained once per test session."""
+    from ppo_lib.rlhf.presets import rlvr_presets
+    from ppo_lib.rlhf.pretrain import pretrain
+
+    task, pre, _ = rlvr_presets("cpu")
+    return pretrain(pre, device="cpu", progress=False, use_cache=False, task=task)

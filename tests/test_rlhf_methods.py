@@ -214,7 +214,7 @@ def test_grpo_loss_without_kl_and_at_ratio_one_is_the_advantage_mean():
 @pytest.mark.parametrize("kwargs, match", [({"group_size": 1}, r"group_size=1: must be in \[2, inf\)"),
                                            ({"beta": -0.1}, r"beta=-0.1: must be in \[0, inf\)"),
                                            ({"kl": "k3"}, "kl='k3': must be one of 'loss_k3', 'reward_k1', 'none'"),
-                                           ({"baseline": "mean"}, "baseline='mean': must be one of 'group', 'rloo'"),
+                                           ({"baseline": "median"}, "baseline='median': must be one of 'group', 'rloo', 'mean'"),
                                            ({"clip_eps": 1.0}, r"clip_eps=1.0: must be in \(0, 1\)"),
                                            ({"temperature": 0}, "temperature=0"),
                                            ({"minibatches": 65}, "minibatches=65: more than the 64 responses"),

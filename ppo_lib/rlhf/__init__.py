@@ -1,6 +1,8 @@
-"""PPO on a language model (chapters 8 and 9), one concept per module:
+"""PPO on a language model (chapters 8 to 10), one concept per module:
 
-- ``language``: the tiny language of reviews and its hidden gold reward;
+- ``task``: a task as a value (vocabulary, prompts, supervised data, verifier or reward model);
+- ``language``: the tiny language of reviews and its hidden gold reward (``language.TASK``, the default);
+- ``addition``: 3-digit addition with a scratchpad and its verifier (chapter 10's ``addition.TASK``);
 - ``model``: the decoder-only transformer, ``generate`` (tokens, log-probs, masks);
 - ``pretrain``: next-token pre-training (the SFT model and the frozen reference);
 - ``reward_model``: preference pairs, the Bradley-Terry loss, the reward model;
@@ -8,8 +10,8 @@
 - ``token_advantages``: per-token rewards, GAE over tokens, whitening over a mask;
 - ``ppo``: PPO on tokens (reuses ``ppo_lib.losses``);
 - ``best_of_n``: best-of-n sampling and Gao et al.'s over-optimisation fits;
-- ``evaluate``: one evaluator (gold, proxy, KL, grammar) for every method;
-- ``dpo``, ``grpo``: chapter 9's successors of PPO;
+- ``evaluate``: one evaluator (gold, proxy, KL, grammar) for every method; pass@k for verifiable tasks;
+- ``dpo``, ``grpo``: chapter 9's successors of PPO; GRPO's 2025 successors are switches of ``grpo``;
 - ``cache``: trained models kept on disk, keyed by their settings;
-- ``presets``: a larger configuration for a GPU.
+- ``presets``: a larger configuration for a GPU; chapter 10's settings and GRPO variants.
 """

@@ -82,7 +82,7 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 
 
 def sequence_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN,
-                      temperature: float = 1.0) -> torch.Tensor:
+                      temperature: float = 1.0, eos_id: int = lang.EOS_ID) -> torch.Tensor:
     r""":math:`\log\pi(y|x) = \sum_t m_t \log\pi(y_t|x, y_{<t})`: ``tokens`` ``(B, T)`` -> ``(B,)``.
 
     The mask ``m`` ``(B, L)`` keeps the response tokens up to and including the first ``<eos>``
@@ -91,7 +91,7 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int = lang.P
     (TRL PR 5303).
     """
     logps = response_logprobs(model, tokens, prompt_len, temperature)
-    return (logps * response_mask(tokens[:, prompt_len:])).sum(dim=1)
+    return (logps * response_mask(tokens[:, prompt_len:], eos_id)).sum(dim=1)
 
 
 @validated
@@ -151,7 +151,8 @@ def pair_logprobs(model: GPT, pairs: Pairs, batch_size: int = 512) -> tuple[torc
     dev = next(model.parameters()).device
     out = []
     for tokens in (pairs.chosen, pairs.rejected):
-        out.append(torch.cat([sequence_logprobs(model, tokens[i:i + batch_size].to(dev))
+        out.append(torch.cat([sequence_logprobs(model, tokens[i:i + batch_size].to(dev), pairs.task.prompt_len,
+                                                eos_id=pairs.task.eos_id)
                               for i in range(0, len(tokens), batch_size)]))
     return out[0], out[1]
 
@@ -189,7 +190,8 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     chosen, rejected = pairs.chosen.to(dev), pairs.rejected.to(dev)
     # The reference is frozen: its log-probs are computed once, not at every step (TRL's
     # precompute_ref_log_probs), and then it is dropped: only the policy stays in memory.
-    ref_chosen, ref_rejected = pair_logprobs(ref, Pairs(chosen, rejected, pairs.gold_chosen, pairs.gold_rejected))
+    ref_chosen, ref_rejected = pair_logprobs(ref, Pairs(chosen, rejected, pairs.gold_chosen, pairs.gold_rejected,
+                                                        pairs.task))
     del ref
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
     rng = np.random.default_rng(config.seed)
@@ -201,8 +203,8 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
         for step in range(config.steps):
             t0 = time.perf_counter()
             idx = torch.from_numpy(rng.choice(n, size=config.batch_size, replace=config.batch_size > n)).to(dev)
-            pc = sequence_logprobs(policy, chosen[idx])
-            pr = sequence_logprobs(policy, rejected[idx])
+            pc = sequence_logprobs(policy, chosen[idx], pairs.task.prompt_len, eos_id=pairs.task.eos_id)
+            pr = sequence_logprobs(policy, rejected[idx], pairs.task.prompt_len, eos_id=pairs.task.eos_id)
             loss = dpo_loss(pc, pr, ref_chosen[idx], ref_rejected[idx], config.beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,7 +26,28 @@ with its own group. One iteration, in execution order (``n`` prompts, ``G`` samp
    with :math:`k3 = \pi_{ref}/\pi_\theta - \log(\pi_{ref}/\pi_\theta) - 1` on the sampled tokens:
    the KL penalty sits **in the loss**, not in the reward as in chapter 8's PPO.
 
-Three models are in memory: the policy, the reference and the reward model; no critic.
+Three models are in memory: the policy, the reference and the reward model; no critic. With a
+task's **verifier** instead of a reward model (RL with verifiable rewards, chapter 10:
+``train_grpo(sft, None, config)`` on a model pre-trained on such a task), the reward is the
+verifier's number for (prompt, response), and only two models are in memory.
+
+GRPO's 2025 successors are switches of this one trainer (the defaults are GRPO's, so
+chapters 8-9's seeded numbers do not move):
+
+- ``loss_aggregation`` (:func:`aggregation_weights`): ``"grpo"`` the mean over each response's
+  tokens, then over responses (Shao et al. 2024); ``"dr_grpo"`` the token sum divided by
+  (responses x the longest possible response), no length normalisation (Liu et al. 2025,
+  "Dr. GRPO"; with ``baseline="mean"`` also no std normalisation); ``"dapo"`` the mean over all
+  tokens of the minibatch (Yu et al. 2025, DAPO; TRL's default ``loss_type`` today);
+- ``clip_eps_high``: DAPO's clip-higher, the upper bound :math:`1+\epsilon_{high}` apart from the
+  lower :math:`1-\epsilon`;
+- ``dynamic_sampling``: DAPO's filter: groups whose rewards are all equal carry no signal; they
+  are dropped and more prompts sampled until the batch is full (at most ``max_sampling_rounds``
+  rounds; then the batch is filled with dropped groups), the extra samples counted;
+- ``beta = 0`` / ``kl="none"``: no KL to the reference (TRL's default since 2025);
+- ``ratio_level="sequence"``: GSPO's sequence-level ratio (Zheng et al. 2025),
+  :math:`s_i = \exp\big(\frac{1}{|o_i|}\sum_t \log\frac{\pi_\theta(o_{i,t})}{\pi_{old}(o_{i,t})}\big)`,
+  clipped per response, averaged over responses.
 
 Where the KL goes (``kl``): ``"loss_k3"`` is GRPO's choice above. ``"reward_k1"`` is PPO's:
 :math:`r_i \leftarrow r_i - \beta \sum_t (\log\pi_{old} - \log\pi_{ref})` before the advantages.
@@ -56,8 +77,11 @@ from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
+from ppo_lib.rlhf.task import Task
 
-BASELINES = ("group", "rloo")
+BASELINES = ("group", "rloo", "mean")
+AGGREGATIONS = ("grpo", "dr_grpo", "dapo")
+RATIO_LEVELS = ("token", "sequence")
 KL_MODES = ("loss_k3", "reward_k1", "none")
 GROUP_STD_EPS = 1e-4  # TRL's GRPOTrainer: (r - mean) / (std + 1e-4)
 
@@ -102,25 +126,66 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     _check_groups(rewards, "the leave-one-out baseline")
     G = rewards.shape[1]
     others_mean = (rewards.sum(dim=1, keepdim=True) - rewards) / (G - 1)
-    return rewards - others_mean
+    # an all-equal group must give exactly 0: in float32 eight 0.7s leave ~6e-8 after the subtraction
+    no_spread = (rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True))
+    return (rewards - others_mean).masked_fill(no_spread, 0.0)
+
+
+def mean_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    r"""Dr. GRPO's advantages (Liu et al. 2025): :math:`A_{k,i} = r_{k,i} - \bar r_k`, with no
+    division by the group's std (which up-weights prompts that are nearly always right or
+    nearly always wrong), ``(n, G)`` -> ``(n, G)``. An all-equal group gives exactly 0."""
+    _check_groups(rewards, "the group-mean baseline")
+    adv = rewards - rewards.mean(dim=1, keepdim=True)
+    no_spread = (rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True))
+    return adv.masked_fill(no_spread, 0.0)
+
+
+def aggregation_weights(mask: torch.Tensor, aggregation: str = "grpo") -> torch.Tensor:
+    r"""The weight of each token's term in the policy objective, ``(B, L)`` (0 on padding):
+    the objective is :math:`\sum_{i,t} w_{i,t}\, f_{i,t}` with ``f`` the clipped surrogate of a token.
+
+    - ``"grpo"``: :math:`w_{i,t} = \frac{1}{B\,|o_i|}` (mean per response, then over responses):
+      a token of a short response weighs more than one of a long response;
+    - ``"dr_grpo"``: :math:`w_{i,t} = \frac{1}{B\,L}` with ``L`` the response slots (the longest
+      possible response): every token the same, a constant that does not depend on the lengths;
+    - ``"dapo"``: :math:`w_{i,t} = \frac{1}{N}`, ``N`` the real tokens of the batch: every token
+      the same, but the constant depends on the batch's lengths.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation={aggregation!r}: must be one of {', '.join(map(repr, AGGREGATIONS))}")
+    if mask.dim() != 2:
+        raise ValueError(f"mask: expected shape (B, L), got {tuple(mask.shape)}")
+    B, L = mask.shape
+    lengths = mask.sum(dim=1, keepdim=True)
+    if (lengths == 0).any():
+        raise ValueError("mask: a response with no real token; each response has at least one")
+    if aggregation == "grpo":
+        return mask / (B * lengths)
+    if aggregation == "dr_grpo":
+        return mask / (B * L)
+    return mask / mask.sum()
 
 
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
-              advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float, beta: float) -> tuple[torch.Tensor, dict]:
+              advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float, beta: float,
+              aggregation: str = "grpo", clip_eps_high: float | None = None,
+              ratio_level: str = "token") -> tuple[torch.Tensor, dict]:
     r"""The negated GRPO objective :math:`-J` (module docstring; Shao et al. 2024, eq. 3).
 
     ``logprobs`` ``(B, L)`` (with gradient), ``old_logprobs``, ``ref_logprobs`` ``(B, L)``,
     ``advantages`` ``(B,)``, ``mask`` ``(B, L)``. ``ref_logprobs=None`` or ``beta=0``: no KL term.
 
     The clipped part is :func:`ppo_lib.losses.clipped_surrogate`, whose plain mean over the
-    ``N`` real tokens we turn into GRPO's mean per sequence, then over sequences, by scaling
-    each token's advantage by :math:`w_{i} = N / (B\,|o_i|) > 0`: a positive factor passes
-    through the min and the clip, :math:`\min(\rho A w, \mathrm{clip}(\rho) A w) = w \min(\rho A,
-    \mathrm{clip}(\rho) A)`, so the two are equal (a test checks it against the formula).
+    ``N`` real tokens we turn into the chosen aggregation by scaling each token's advantage by
+    :math:`N w_{i,t} > 0` (:func:`aggregation_weights`; for GRPO :math:`N / (B\,|o_i|)`): a positive
+    factor passes through the min and the clip, :math:`\min(\rho A w, \mathrm{clip}(\rho) A w) =
+    w \min(\rho A, \mathrm{clip}(\rho) A)`, so the two are equal (a test checks it against the formula).
+    The KL term is aggregated the same way.
 
-    The :math:`1/|o_i|` is the paper's; it weighs each token of a short response more than
-    each token of a long one, so a long wrong answer is penalised less per token (Liu et al.
-    2025, "Dr. GRPO", who drop it and the std; TRL's ``loss_type`` offers both).
+    GRPO's :math:`1/|o_i|` weighs each token of a short response more than each token of a long
+    one, so a long wrong answer is penalised less per token (Liu et al. 2025, "Dr. GRPO", who
+    drop it and the std; TRL's ``loss_type`` offers both).
     """
     if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
         raise ValueError(f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
@@ -130,27 +195,49 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
                          f"shape ({logprobs.shape[0]},)")
     if beta < 0:
         raise ValueError(f"beta={beta}: must be >= 0")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation={aggregation!r}: must be one of {', '.join(map(repr, AGGREGATIONS))}")
+    if ratio_level not in RATIO_LEVELS:
+        raise ValueError(f"ratio_level={ratio_level!r}: must be one of {', '.join(map(repr, RATIO_LEVELS))}")
+    if ratio_level == "sequence" and aggregation != "grpo":
+        raise ValueError(f"ratio_level='sequence' with aggregation={aggregation!r}: GSPO's sequence ratio is "
+                         f"averaged per response; use aggregation='grpo'")
     m = mask.bool()
     lengths = mask.sum(dim=1, keepdim=True)
     if (lengths == 0).any():
         raise ValueError("mask: a response with no real token; each response has at least one")
     B, N = logprobs.shape[0], m.sum()
-    per_token_weight = (N / (B * lengths)).expand_as(mask)            # (B, L): 1/|o_i|, rescaled
     log_ratio = logprobs - old_logprobs.detach()
     ratio = log_ratio.exp()
-    token_adv = advantages.detach()[:, None].expand_as(mask)          # the same A_i on every token of o_i
-    objective = clipped_surrogate(ratio[m], (token_adv * per_token_weight)[m], clip_eps)
+    if ratio_level == "sequence":
+        # GSPO: one ratio per response, the geometric mean of its tokens' ratios
+        seq_ratio = ((log_ratio * mask).sum(dim=1) / lengths.squeeze(1)).exp()
+        objective = clipped_surrogate(seq_ratio, advantages.detach(), clip_eps, clip_eps_high)
+    else:
+        if aggregation == "grpo":
+            per_token_weight = (N / (B * lengths)).expand_as(mask)        # (B, L): 1/|o_i|, rescaled
+        else:
+            per_token_weight = N * aggregation_weights(mask, aggregation)
+        token_adv = advantages.detach()[:, None].expand_as(mask)          # the same A_i on every token of o_i
+        objective = clipped_surrogate(ratio[m], (token_adv * per_token_weight)[m], clip_eps, clip_eps_high)
     info = {}
     if ref_logprobs is not None and beta > 0:
         # k3 with the *current* policy's log-probs (gradient through log pi_theta only); the
         # reference is a constant.
         k3 = kl_per_token(logprobs, ref_logprobs.detach(), "k3")
-        kl_term = ((k3 * mask).sum(dim=1) / lengths.squeeze(1)).mean()
+        if aggregation == "grpo":
+            kl_term = ((k3 * mask).sum(dim=1) / lengths.squeeze(1)).mean()
+        else:
+            kl_term = (k3 * aggregation_weights(mask, aggregation)).sum()
         objective = objective - beta * kl_term
         info["k3"] = float(kl_term.detach())
     with torch.no_grad():
         lr_m = log_ratio[m]
-        info["clip_fraction"] = float(((ratio[m] - 1).abs() > clip_eps).float().mean())
+        high = clip_eps if clip_eps_high is None else clip_eps_high
+        r = seq_ratio if ratio_level == "sequence" else ratio[m]
+        info["clip_fraction"] = float(((r < 1 - clip_eps) | (r > 1 + high)).float().mean()) \
+            if clip_eps_high is not None or ratio_level == "sequence" \
+            else float(((ratio[m] - 1).abs() > clip_eps).float().mean())
         info["approx_kl"] = float((torch.expm1(-lr_m) + lr_m).mean())
     return -objective, info
 
@@ -174,8 +261,18 @@ class GRPOConfig:
     missing_eos_score: float = -1.0   # as chapter 8 (Huang et al. 2024: -1)
     max_grad_norm: float = 1.0        # TRL's default
     seed: int = 0
+    # GRPO's 2025 successors (module doc); the defaults are GRPO's
+    loss_aggregation: str = "grpo"    # "dr_grpo": Liu et al. 2025; "dapo": Yu et al. 2025 (TRL's default today)
+    clip_eps_high: float | None = None  # DAPO's clip-higher (their 0.28); None: symmetric clip_eps
+    dynamic_sampling: bool = False    # DAPO: drop groups with equal rewards, sample more until the batch is full
+    max_sampling_rounds: int = 4      # the cap on dynamic sampling's rounds per iteration
+    ratio_level: str = "token"        # "sequence": GSPO (Zheng et al. 2025)
+    kv_cache: bool = False            # sample with cached keys/values (faster; rounding differs, so off for ch. 8-9)
 
     def __post_init__(self):
+        if isinstance(self.group_size, int) and not isinstance(self.group_size, bool) and self.group_size == 1:
+            raise ValueError("group_size=1: must be in [2, inf): GRPO compares each response with the others of "
+                             "its group, and a group of one has no others (its advantage would always be 0)")
         check_range(self, "group_size", 2, integer=True)
         check_range(self, "prompts_per_iteration", 1, integer=True)
         check_range(self, "beta", 0.0)
@@ -193,6 +290,21 @@ class GRPOConfig:
         check_range(self, "missing_eos_score", -100.0, 100.0)
         check_range(self, "max_grad_norm", 0.0, low_open=True)
         check_range(self, "seed", 0, integer=True)
+        check_choice(self, "loss_aggregation", AGGREGATIONS)
+        check_choice(self, "ratio_level", RATIO_LEVELS)
+        if self.clip_eps_high is not None:
+            check_range(self, "clip_eps_high", 0.0, 10.0, low_open=True)
+            if self.clip_eps_high < self.clip_eps:
+                raise ValueError(f"clip_eps_high={self.clip_eps_high}: must be >= clip_eps={self.clip_eps} (the "
+                                 f"lower epsilon); clip-higher only widens the upper bound (DAPO: 0.2 and 0.28), "
+                                 f"or None for the symmetric clip")
+        if self.ratio_level == "sequence" and self.loss_aggregation != "grpo":
+            raise ValueError(f"ratio_level='sequence' with loss_aggregation={self.loss_aggregation!r}: GSPO's "
+                             f"sequence ratio is averaged per response; use loss_aggregation='grpo'")
+        for flag in ("dynamic_sampling", "kv_cache"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+        check_range(self, "max_sampling_rounds", 1, 100, integer=True)
 
     @property
     def batch_size(self) -> int:
@@ -205,6 +317,10 @@ class GRPOHistory(SampledHistory):
 
     zero_std_groups: list[float] = dataclasses.field(default_factory=list)  # groups with equal rewards: no signal
     k3: list[float] = dataclasses.field(default_factory=list)               # the loss's KL term (mean per token)
+    rollout_seconds: list[float] = dataclasses.field(default_factory=list)  # sampling and scoring
+    update_seconds: list[float] = dataclasses.field(default_factory=list)   # the gradient steps
+    responses_sampled: list[int] = dataclasses.field(default_factory=list)  # > batch with dynamic sampling
+    task_stats: list[dict] = dataclasses.field(default_factory=list)        # the task's own shares (e.g. worked)
 
 
 @dataclasses.dataclass
@@ -223,53 +339,124 @@ class GroupRollout:
     mask: torch.Tensor          # (B, L)
     logprobs: torch.Tensor      # (B, L) policy at rollout time (pi_old)
     ref_logprobs: torch.Tensor  # (B, L)
-    scores: torch.Tensor        # (B,) reward-model score (missing_eos_score without <eos>)
+    scores: torch.Tensor        # (B,) reward-model score (missing_eos_score without <eos>) or verifier
     rewards: torch.Tensor       # (n, G) sequence rewards the advantages are built from
     advantages: torch.Tensor    # (B,)
     gold: torch.Tensor          # (B,)
     kl: torch.Tensor            # (B,) sequence k1
+    zero_std_share: float = float("nan")  # of all groups sampled (every round)
+    n_sampled: int = 0          # responses generated (more than B with dynamic sampling)
+
+
+def _reward_of(reward_model, task: Task, config: GRPOConfig):
+    """The sequence reward of a generation: the reward model's score at ``<eos>`` (a fixed
+    ``missing_eos_score`` without one), or the task's verifier."""
+    if reward_model is None:
+        def verified(gen):
+            return task.verify(gen.prompts.cpu(), gen.responses.cpu()).to(gen.tokens.device)
+        verified.is_verifier = True
+        return verified
+
+    def scored(gen):
+        # a response without <eos> gets a fixed score: the reward model reads the last slot of an
+        # unfinished text, which it never saw in training (TRL's missing_eos_penalty; TRL issue 2387)
+        return torch.where(gen.has_eos, score(reward_model, gen.tokens, gen.prompt_len, task.eos_id),
+                           torch.full((len(gen.tokens),), config.missing_eos_score, device=gen.tokens.device))
+    scored.is_verifier = False
+    return scored
+
+
+@torch.no_grad()
+def _sample_round(policy, ref, reward_of, config: GRPOConfig, generator, rng, task: Task):
+    n, G = config.prompts_per_iteration, config.group_size
+    # the G samples of a group share one prompt: repeat each prompt G times, side by side
+    prompts = task.sample_prompts(rng, n).repeat_interleave(G, dim=0)
+    gen = generate(policy, prompts, temperature=config.temperature, generator=generator, task=task,
+                   kv_cache=config.kv_cache)
+    P, mask = gen.prompt_len, gen.mask
+    logprobs = response_logprobs(policy, gen.tokens, P, config.temperature) * mask
+    ref_logprobs = response_logprobs(ref, gen.tokens, P, config.temperature) * mask
+    scores = reward_of(gen)
+    kl = (logprobs - ref_logprobs).sum(1)  # k1 summed over the real tokens (padding is 0 in both)
+    rewards = scores - config.beta * kl if config.kl == "reward_k1" else scores
+    # the truth logged beside the reward: the verifier itself needs no second run
+    gold = scores.cpu() if reward_of.is_verifier and task.gold is None else \
+        task.gold_scores(gen.prompts.cpu(), gen.responses.cpu())
+    return {"tokens": gen.tokens, "mask": mask, "logprobs": logprobs, "ref_logprobs": ref_logprobs,
+            "scores": scores, "rewards": rewards.view(n, G), "gold": gold, "kl": kl}
+
+
+def no_spread(rewards: torch.Tensor) -> torch.Tensor:
+    """``(n, G)`` -> ``(n,)``: the groups whose rewards are all equal (no learning signal)."""
+    return rewards.amax(dim=1) == rewards.amin(dim=1)  # std() of equal floats can be 1e-8
+
+
+def select_groups(spread: torch.Tensor, n: int) -> torch.Tensor:
+    """Dynamic sampling's choice among all groups sampled, ``spread`` ``(n_total,)`` bool: the
+    first ``n`` groups with a spread of rewards in sampling order, then, if there are fewer, the
+    first groups without one (their advantages are 0) to fill the batch."""
+    order = torch.cat([torch.nonzero(spread).squeeze(1), torch.nonzero(~spread).squeeze(1)])
+    return order[:n]
 
 
 @torch.no_grad()
 def collect_groups(policy: GPT, ref: GPT, reward_model, config: GRPOConfig, generator: torch.Generator,
-                   rng: np.random.Generator) -> GroupRollout:
-    """Sample ``G`` responses to each of ``prompts_per_iteration`` prompts and compute their advantages."""
-    dev = next(policy.parameters()).device
+                   rng: np.random.Generator, task: Task = lang.TASK) -> GroupRollout:
+    """Sample ``G`` responses to each of ``prompts_per_iteration`` prompts and compute their advantages.
+
+    ``reward_model`` None: the task's verifier is the reward. With ``dynamic_sampling``, rounds of
+    ``prompts_per_iteration`` prompts are sampled until that many groups have a spread of
+    rewards, or ``max_sampling_rounds`` rounds were sampled (:func:`select_groups`)."""
     n, G = config.prompts_per_iteration, config.group_size
-    # the G samples of a group share one prompt: repeat each prompt G times, side by side
-    prompts = [lang.PROMPTS[i] for i in rng.integers(len(lang.PROMPTS), size=n) for _ in range(G)]
-    gen = generate(policy, prompts, temperature=config.temperature, generator=generator)
-    P, mask = gen.prompt_len, gen.mask
-    logprobs = response_logprobs(policy, gen.tokens, P, config.temperature) * mask
-    ref_logprobs = response_logprobs(ref, gen.tokens, P, config.temperature) * mask
-    # a response without <eos> gets a fixed score: the reward model reads the last slot of an
-    # unfinished text, which it never saw in training (TRL's missing_eos_penalty; TRL issue 2387)
-    scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P),
-                         torch.full((len(prompts),), config.missing_eos_score, device=dev))
-    kl = (logprobs - ref_logprobs).sum(1)  # k1 summed over the real tokens (padding is 0 in both)
-    rewards = scores - config.beta * kl if config.kl == "reward_k1" else scores
-    rewards = rewards.view(n, G)
-    adv = group_advantages(rewards) if config.baseline == "group" else rloo_advantages(rewards)
-    return GroupRollout(gen.tokens, mask, logprobs, ref_logprobs, scores, rewards, adv.reshape(-1),
-                        lang.gold_rewards(gen.responses.cpu()), kl)
+    reward_of = _reward_of(reward_model, task, config)
+    rounds = [_sample_round(policy, ref, reward_of, config, generator, rng, task)]
+    if config.dynamic_sampling:
+        n_spread = lambda: sum(int((~no_spread(r["rewards"])).sum()) for r in rounds)  # noqa: E731
+        while n_spread() < n and len(rounds) < config.max_sampling_rounds:
+            rounds.append(_sample_round(policy, ref, reward_of, config, generator, rng, task))
+    all_rewards = torch.cat([r["rewards"] for r in rounds])
+    zero_share = float(no_spread(all_rewards).float().mean())
+    if len(rounds) == 1:
+        parts, rewards = rounds[0], rounds[0]["rewards"]
+    else:
+        groups = select_groups(~no_spread(all_rewards), n)
+        rows = (groups[:, None] * G + torch.arange(G)[None]).reshape(-1)
+        parts = {k: torch.cat([r[k] for r in rounds])[rows.to(rounds[0][k].device)]
+                 for k in ("tokens", "mask", "logprobs", "ref_logprobs", "scores", "gold", "kl")}
+        rewards = all_rewards[groups]
+    if config.baseline == "group":
+        adv = group_advantages(rewards)
+    elif config.baseline == "rloo":
+        adv = rloo_advantages(rewards)
+    else:
+        adv = mean_advantages(rewards)
+    return GroupRollout(parts["tokens"], parts["mask"], parts["logprobs"], parts["ref_logprobs"], parts["scores"],
+                        rewards, adv.reshape(-1), parts["gold"], parts["kl"], zero_share, len(rounds) * n * G)
 
 
-def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfig | None = None,
+def train_grpo(sft: PretrainResult, reward: RewardModelResult | None = None, config: GRPOConfig | None = None,
                progress: bool = True, callback: Callable[[GRPOHistory], bool | None] | None = None,
                n_samples_logged: int = 4) -> GRPOResult:
-    """Fine-tune a copy of the SFT model with GRPO (or RLOO) against ``reward``'s model.
+    """Fine-tune a copy of the SFT model with GRPO (or RLOO) against ``reward``'s model, or, when
+    ``reward`` is None, against the verifier of the task the SFT model was trained on (``sft.task``).
 
     Ctrl+C (or a callback returning True) stops early and returns what was done;
     any other error re-raises with the partial result attached as ``error.partial_result``.
     """
     config = check_config(config, GRPOConfig, "train_grpo")
     require_pretrained(sft)
-    require_reward_model(reward)
+    task = sft.task
+    if reward is None:
+        if task.verifier is None:
+            raise ValueError(f"reward=None: task {task.name!r} has no verifier; pass the RewardModelResult of "
+                             f"train_reward_model (chapter 8), or pre-train on a task with a verifier")
+    else:
+        require_reward_model(reward)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)
     ref = frozen_copy(sft.model)
-    reward_model = frozen_copy(reward.model)
+    reward_model = None if reward is None else frozen_copy(reward.model)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
     generator = torch.Generator(dev).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -278,38 +465,46 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult, config: GRPOConfi
     result = GRPOResult(policy, history, config)
     name = "RLOO" if config.baseline == "rloo" else "GRPO"
     callback = check_callback(callback)
+    P = task.prompt_len
     with training_run(result, config.iterations, f"{name} beta={config.beta:g}", progress, (policy,)) as bar:
         for it in range(config.iterations):
             t0 = time.perf_counter()
-            ro = collect_groups(policy, ref, reward_model, config, generator, rng)
+            ro = collect_groups(policy, ref, reward_model, config, generator, rng, task)
+            t1 = time.perf_counter()
             result.tokens_generated += int(ro.mask.sum())
             infos = []
             for _ in range(config.epochs):
                 perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
                     int(rng.integers(2**31)))).to(dev)
                 for idx in perm.chunk(config.minibatches):
-                    new_logprobs = response_logprobs(policy, ro.tokens[idx], lang.PROMPT_LEN, config.temperature)
+                    new_logprobs = response_logprobs(policy, ro.tokens[idx], P, config.temperature)
                     loss, info = grpo_loss(new_logprobs, ro.logprobs[idx], ro.ref_logprobs[idx], ro.advantages[idx],
-                                           ro.mask[idx], config.clip_eps, loss_beta)
+                                           ro.mask[idx], config.clip_eps, loss_beta, config.loss_aggregation,
+                                           config.clip_eps_high, config.ratio_level)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                     opt.step()
                     infos.append(info)
+            t2 = time.perf_counter()
             mean_kl = float(ro.kl.mean())
             history.proxy.append(float(ro.scores.mean()))
             history.gold.append(float(ro.gold.mean()))
             history.kl.append(mean_kl)
-            responses = ro.tokens[:, lang.PROMPT_LEN:].cpu()
-            history.ungrammatical.append(1.0 - lang.grammatical_rate(responses))
-            history.eos_rate.append(float((responses == lang.EOS_ID).any(1).float().mean()))
+            responses = ro.tokens[:, P:].cpu()
+            history.ungrammatical.append(1.0 - task.valid_rate(responses))
+            history.eos_rate.append(float((responses == task.eos_id).any(1).float().mean()))
             history.length.append(float(ro.mask.sum(1).mean()))
-            no_spread = ro.rewards.amax(dim=1) == ro.rewards.amin(dim=1)  # std() of equal floats can be 1e-8
-            history.zero_std_groups.append(float(no_spread.float().mean()))
+            history.zero_std_groups.append(ro.zero_std_share)
             history.k3.append(float(np.mean([i.get("k3", 0.0) for i in infos])))
             for key in ("clip_fraction", "approx_kl"):
                 getattr(history, key).append(float(np.mean([i[key] for i in infos])))
-            history.samples.append([lang.decode(r) for r in responses[:n_samples_logged].tolist()])
+            texts = responses[:n_samples_logged].tolist()
+            history.samples.append([lang.decode(r) if task is lang.TASK else task.decode(r) for r in texts])
+            history.rollout_seconds.append(t1 - t0)
+            history.update_seconds.append(t2 - t1)
+            history.responses_sampled.append(ro.n_sampled)
+            history.task_stats.append(task.stats(responses) if task.stats is not None else {})
             history.seconds.append(time.perf_counter() - t0)
             if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
                 raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "

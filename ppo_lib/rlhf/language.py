@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from ppo_lib.rlhf.task import Task
+
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SUBJECTS = ("movie", "food", "staff")
 VERBS = ("was", "is")
@@ -200,3 +202,26 @@ def to_batch(texts: Sequence[Sequence[str]]) -> Batch:
         tokens[b, :len(ids)] = torch.tensor(ids)
         lengths[b] = len(ids)
     return Batch(tokens, lengths)
+
+
+# --------------------------------------------------------------------------
+# The review language as a Task (the default of every stage of chapters 8-9)
+# --------------------------------------------------------------------------
+
+def _sample_prompt_ids(rng: np.random.Generator, n: int) -> torch.Tensor:
+    # exactly the draws the trainers made before tasks existed: the seeded numbers stay the same
+    return torch.tensor([encode_prompt(PROMPTS[i]) for i in rng.integers(len(PROMPTS), size=n)], dtype=torch.long)
+
+
+def _heldout_prompt_ids(n: int) -> torch.Tensor:
+    return torch.tensor([encode_prompt(PROMPTS[i % len(PROMPTS)]) for i in range(n)], dtype=torch.long)
+
+
+def _text_ids(n: int, seed: int) -> torch.Tensor:
+    return to_batch(sample_texts(n, seed=seed)).tokens
+
+
+TASK = Task(name="reviews", vocab=VOCAB, prompt_len=PROMPT_LEN, max_response_len=MAX_RESPONSE_LEN,
+            sample_prompts=_sample_prompt_ids, heldout_prompts=_heldout_prompt_ids, sample_texts=_text_ids,
+            verifier=None, gold=lambda prompts, responses: gold_rewards(responses), is_valid=is_grammatical,
+            encode_prompt_text=encode_prompt, pad=PAD, bos=BOS, eos=EOS)

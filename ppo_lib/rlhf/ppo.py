@@ -15,7 +15,9 @@ One iteration, in execution order (the shapes: ``B`` responses, ``L`` response s
    ``ptx_coef * NLL`` on fresh pre-training strings.
 
 Four models are in memory: policy, reference, reward model, value model (the value
-model starts as a copy of the reward model: Ouyang et al. 2022; Huang et al. 2024).
+model starts as a copy of the reward model: Ouyang et al. 2022; Huang et al. 2024). With a
+task's verifier instead (``train_ppo(sft, None, config)``, chapter 10's baseline with a critic),
+the score is the verifier's number and the value model starts from the SFT trunk with a zero head.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
+from ppo_lib.rlhf.task import Task
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
 
@@ -136,30 +139,35 @@ def token_values(value_model: ScalarModel, tokens: torch.Tensor, prompt_len: int
     return value_model(tokens)[:, prompt_len - 1:-1]
 
 
-def _ptx_batch(n: int, seed: int, device) -> torch.Tensor:
-    return lang.to_batch(lang.sample_texts(n, seed=seed)).tokens.to(device)
+def _ptx_batch(n: int, seed: int, device, task: Task = lang.TASK) -> torch.Tensor:
+    return task.sample_texts(n, seed).to(device)
 
 
 @torch.no_grad()
-def collect(policy: GPT, ref: GPT, reward_model: ScalarModel, value_model: ScalarModel, config: RLHFConfig,
+def collect(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value_model: ScalarModel, config: RLHFConfig,
             beta: float, generator: torch.Generator, rng: np.random.Generator,
-            rewards_fn: Callable = per_token_rewards, whiten_fn: Callable = masked_whiten) -> Rollout:
+            rewards_fn: Callable = per_token_rewards, whiten_fn: Callable = masked_whiten,
+            task: Task = lang.TASK) -> Rollout:
+    """One batch of rollouts; ``reward_model`` None: the task's verifier gives the score."""
     dev = next(policy.parameters()).device
-    prompts = [lang.PROMPTS[i] for i in rng.integers(len(lang.PROMPTS), size=config.batch_size)]
-    gen = generate(policy, prompts, temperature=config.temperature, generator=generator)
+    prompts = task.sample_prompts(rng, config.batch_size)
+    gen = generate(policy, prompts, temperature=config.temperature, generator=generator, task=task)
     P, mask = gen.prompt_len, gen.mask
     logprobs = response_logprobs(policy, gen.tokens, P, config.temperature) * mask
     ref_logprobs = response_logprobs(ref, gen.tokens, P, config.temperature) * mask
     values = token_values(value_model, gen.tokens, P) * mask
-    scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P),
-                         torch.full((len(prompts),), config.missing_eos_score, device=dev))
+    if reward_model is None:
+        scores = task.verify(gen.prompts.cpu(), gen.responses.cpu()).to(dev)
+    else:
+        scores = torch.where(gen.has_eos, score(reward_model, gen.tokens, P, task.eos_id),
+                             torch.full((len(prompts),), config.missing_eos_score, device=dev))
     kl = kl_per_token(logprobs, ref_logprobs, config.kl_estimator)
     rewards = rewards_fn(kl, scores, mask, beta)
     advantages, returns = token_gae(rewards, values, mask, config.gamma, config.lam)
     if config.whiten_advantages:
         advantages = whiten_fn(advantages, mask)
     return Rollout(gen.tokens, mask, logprobs, ref_logprobs, values, scores, rewards, advantages, returns,
-                   lang.gold_rewards(gen.responses.cpu()), ((logprobs - ref_logprobs) * mask).sum(1))
+                   task.gold_scores(gen.prompts.cpu(), gen.responses.cpu()), ((logprobs - ref_logprobs) * mask).sum(1))
 
 
 def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torch.Tensor, config: RLHFConfig,
@@ -179,7 +187,7 @@ def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torc
     return policy_loss + config.vf_coef * v_loss, info
 
 
-def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig | None = None,
+def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: RLHFConfig | None = None,
               progress: bool = True, callback: Callable[[RLHFHistory], bool | None] | None = None,
               n_samples_logged: int = 4, rewards_fn: Callable = per_token_rewards,
               whiten_fn: Callable = masked_whiten) -> RLHFResult:
@@ -192,13 +200,20 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
     """
     config = check_config(config, RLHFConfig, "train_ppo")
     require_pretrained(sft)
-    require_reward_model(reward)
+    task = sft.task
+    if reward is None:
+        if task.verifier is None:
+            raise ValueError(f"reward=None: task {task.name!r} has no verifier; pass the RewardModelResult of "
+                             f"train_reward_model")
+    else:
+        require_reward_model(reward)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)
     ref = frozen_copy(sft.model)
-    reward_model = frozen_copy(reward.model)
-    value_model = trainable_copy(reward.model)  # the critic starts from the reward model
+    reward_model = None if reward is None else frozen_copy(reward.model)
+    # the critic starts from the reward model (or, with a verifier, from the SFT trunk and a zero head)
+    value_model = trainable_copy(reward.model if reward is not None else ScalarModel.from_lm(sft.model))
     params = list(policy.parameters()) + list(value_model.parameters())
     opt = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     generator = torch.Generator(dev).manual_seed(config.seed)
@@ -211,17 +226,19 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
                       (policy, value_model)) as bar:
         for it in range(config.iterations):
             t0 = time.perf_counter()
-            ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn)
+            ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn,
+                         task)
             result.tokens_generated += int(ro.mask.sum())
             infos = []
             for _ in range(config.epochs):
                 perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
                     int(rng.integers(2**31)))).to(dev)
                 for chunk in perm.chunk(config.minibatches):
-                    loss, info = ppo_token_loss(policy, value_model, ro, chunk, config)
+                    loss, info = ppo_token_loss(policy, value_model, ro, chunk, config, task.prompt_len)
                     if config.ptx_coef > 0:
                         loss = loss + config.ptx_coef * lm_loss(
-                            policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev))
+                            policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev, task),
+                            0 if task.sft_loss_on_prompt else task.prompt_len, task.pad_id)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -231,14 +248,15 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult, config: RLHFConfig
             history.proxy.append(float(masked_mean(ro.scores, torch.ones_like(ro.scores))))
             history.gold.append(float(ro.gold.mean()))
             history.kl.append(mean_kl)
-            responses = ro.tokens[:, lang.PROMPT_LEN:].cpu()
-            history.ungrammatical.append(1.0 - lang.grammatical_rate(responses))
-            history.eos_rate.append(float((responses == lang.EOS_ID).any(1).float().mean()))
+            responses = ro.tokens[:, task.prompt_len:].cpu()
+            history.ungrammatical.append(1.0 - task.valid_rate(responses))
+            history.eos_rate.append(float((responses == task.eos_id).any(1).float().mean()))
             history.length.append(float(ro.mask.sum(1).mean()))
             history.beta.append(beta)
             for key in ("clip_fraction", "approx_kl", "value_loss"):
                 getattr(history, key).append(float(np.mean([i[key] for i in infos])))
-            history.samples.append([lang.decode(r) for r in responses[:n_samples_logged].tolist()])
+            history.samples.append([lang.decode(r) if task is lang.TASK else task.decode(r)
+                                    for r in responses[:n_samples_logged].tolist()])
             history.seconds.append(time.perf_counter() - t0)
             if config.adaptive_kl:
                 beta = adaptive_kl_update(beta, mean_kl, config.kl_target, config.batch_size, config.kl_horizon)

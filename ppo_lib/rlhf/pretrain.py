@@ -1,8 +1,12 @@
 r"""Pre-training the tiny GPT on the language: the SFT model and the frozen reference.
 
-Next-token cross-entropy on sampled grammatical strings, padding ignored:
+Next-token cross-entropy on a task's supervised sequences (by default the review language's
+sampled grammatical strings), padding ignored:
 
 .. math:: \mathcal L = -\frac{1}{\#\text{tokens}} \sum_{b,i} \log p_\theta(x_{b,i+1} \mid x_{b,\le i}).
+
+A task with ``sft_loss_on_prompt=False`` (the addition task: its prompts are random digits
+that no model can predict) counts the response tokens only, as supervised fine-tuning does.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, GPTConfig, generate, resolve_device
+from ppo_lib.rlhf.task import Task
 
 
 @validated
@@ -46,6 +51,7 @@ class PretrainResult:
     seconds: float
     from_cache: bool
     config: PretrainConfig
+    task: Task = lang.TASK   # what the model was trained on: the trainers read it from here
 
 
 def require_pretrained(sft) -> None:
@@ -54,27 +60,44 @@ def require_pretrained(sft) -> None:
         raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
 
 
-def lm_loss(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the non-padding targets of ``tokens`` ``(B, T)``."""
+def lm_loss(model: GPT, tokens: torch.Tensor, response_from: int = 0, pad_id: int = lang.PAD_ID) -> torch.Tensor:
+    """Mean next-token cross-entropy over the non-padding targets of ``tokens`` ``(B, T)``;
+    with ``response_from = P > 0`` only the tokens from position ``P`` on are targets."""
     logits = model(tokens[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
-                           ignore_index=lang.PAD_ID)
+    targets = tokens[:, 1:]
+    if response_from > 0:
+        targets = targets.clone()
+        targets[:, :response_from - 1] = pad_id  # target j is token j + 1: the prompt's are ignored
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id)
 
 
 def pretrain(config: PretrainConfig | None = None, device: str = "auto", progress: bool = True,
-             use_cache: bool = True) -> PretrainResult:
-    """Train the tiny GPT on ``config.n_texts`` sampled strings (or load it from the cache)."""
+             use_cache: bool = True, task: Task | None = None) -> PretrainResult:
+    """Train the tiny GPT on ``config.n_texts`` supervised sequences of ``task`` (default: the
+    review language), or load it from the cache. The cache key covers every setting and, for
+    any task but the default, the task (its name, version, vocabulary and shapes)."""
     config = check_config(config, PretrainConfig, "pretrain")
+    task = lang.TASK if task is None else task
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a Task, got {type(task).__name__}")
+    task.check_vocab(config.model.vocab_size, "PretrainConfig.model")
+    task.check_fits(config.model.context, "PretrainConfig.model")
     dev = resolve_device(device)
     settings = dataclasses.asdict(config)
+    if task is not lang.TASK:  # the review language's keys stay as they were (existing caches still load)
+        settings["task"] = task.cache_settings()
     model = GPT(config.model)
     if use_cache and (hit := cache.load("sft", settings)) is not None:
         model.load_state_dict(hit["state"])
-        return PretrainResult(model.to(dev).eval(), list(hit["losses"]), float(hit["seconds"]), True, config)
+        return PretrainResult(model.to(dev).eval(), list(hit["losses"]), float(hit["seconds"]), True, config, task)
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     model = GPT(config.model).to(dev)  # initialised under the seed
-    data = lang.to_batch(lang.sample_texts(config.n_texts, seed=config.seed)).tokens.to(dev)
+    data = task.sample_texts(config.n_texts, config.seed).to(dev)
+    if data.dim() != 2 or data.shape[1] > config.model.context:
+        raise ValueError(f"task {task.name!r}: sample_texts gave shape {tuple(data.shape)}; expected "
+                         f"(n_texts, at most {config.model.context})")
+    response_from = 0 if task.sft_loss_on_prompt else task.prompt_len
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(config.seed)
@@ -83,7 +106,7 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
     model.train()
     for step in range(config.steps):
         idx = torch.randint(len(data), (config.batch_size,), generator=gen)
-        loss = lm_loss(model, data[idx.to(dev)])
+        loss = lm_loss(model, data[idx.to(dev)], response_from, task.pad_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,7 +123,7 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
     if use_cache:
         cache.save("sft", settings, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
                                      "losses": losses, "seconds": seconds})
-    return PretrainResult(model, losses, seconds, False, config)
+    return PretrainResult(model, losses, seconds, False, config, task)
 
 
 def progress_bar(total: int, desc: str, progress: bool):

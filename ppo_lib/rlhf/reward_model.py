@@ -26,6 +26,7 @@ from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate
 from ppo_lib.rlhf.pretrain import PretrainResult, progress_bar, require_pretrained
+from ppo_lib.rlhf.task import Task
 
 
 @validated
@@ -55,6 +56,7 @@ class Pairs:
     rejected: torch.Tensor
     gold_chosen: torch.Tensor
     gold_rejected: torch.Tensor
+    task: Task = lang.TASK
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -67,40 +69,43 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-def eos_positions(tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN) -> torch.Tensor:
+def eos_positions(tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN, eos_id: int = lang.EOS_ID) -> torch.Tensor:
     """Index (in the full sequence) of each row's first ``<eos>`` after the prompt, or of its last
     position when it has none: where the reward model reads its score."""
     resp = tokens[:, prompt_len:]
-    is_eos = resp == lang.EOS_ID
+    is_eos = resp == eos_id
     first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(is_eos[:, 0], resp.shape[1] - 1,
                                                                                    dtype=torch.long))
     return prompt_len + first
 
 
-def score(reward_model: ScalarModel, tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN) -> torch.Tensor:
+def score(reward_model: ScalarModel, tokens: torch.Tensor, prompt_len: int = lang.PROMPT_LEN,
+          eos_id: int = lang.EOS_ID) -> torch.Tensor:
     """The reward model's score of each sequence ``(B, T)`` -> ``(B,)``, read at ``<eos>``."""
     out = reward_model(tokens)
-    return out.gather(1, eos_positions(tokens, prompt_len)[:, None]).squeeze(1)
+    return out.gather(1, eos_positions(tokens, prompt_len, eos_id)[:, None]).squeeze(1)
 
 
 @torch.no_grad()
 def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float = 0.25,
-                 temperature: float = 1.0) -> Pairs:
-    """``n_pairs`` pairs of SFT responses to the same prompts, labelled by the noisy gold "human"."""
+                 temperature: float = 1.0, task: Task = lang.TASK) -> Pairs:
+    """``n_pairs`` pairs of SFT responses to the same prompts of ``task``, labelled by the noisy
+    gold "human" (the task's gold score, or its verifier)."""
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 2:
         raise ValueError(f"n_pairs={n_pairs!r}: a reward model needs at least 2 preference pairs")
     dev = next(sft.parameters()).device
     g = torch.Generator(dev).manual_seed(10_000 + seed)
     rng = np.random.default_rng(seed)
-    prompts = [lang.PROMPTS[i] for i in rng.integers(len(lang.PROMPTS), size=n_pairs)]
-    a = generate(sft, prompts, temperature=temperature, generator=g)
-    b = generate(sft, prompts, temperature=temperature, generator=g)
-    ga, gb = lang.gold_rewards(a.responses.cpu()), lang.gold_rewards(b.responses.cpu())
+    prompts = task.sample_prompts(rng, n_pairs)
+    a = generate(sft, prompts, temperature=temperature, generator=g, task=task)
+    b = generate(sft, prompts, temperature=temperature, generator=g, task=task)
+    ga = task.gold_scores(a.prompts.cpu(), a.responses.cpu())
+    gb = task.gold_scores(b.prompts.cpu(), b.responses.cpu())
     p_a = torch.sigmoid((ga - gb) / label_temperature)
     a_wins = torch.from_numpy(rng.random(n_pairs) < p_a.numpy())
     chosen = torch.where(a_wins[:, None].to(dev), a.tokens, b.tokens)
     rejected = torch.where(a_wins[:, None].to(dev), b.tokens, a.tokens)
-    return Pairs(chosen, rejected, torch.where(a_wins, ga, gb), torch.where(a_wins, gb, ga))
+    return Pairs(chosen, rejected, torch.where(a_wins, ga, gb), torch.where(a_wins, gb, ga), task)
 
 
 @dataclasses.dataclass
@@ -121,8 +126,12 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     require_pretrained(sft)
     lm = sft.model
     dev = next(lm.parameters()).device
+    task = sft.task
     settings = {"sft": dataclasses.asdict(sft.config), "reward": dataclasses.asdict(config)}
-    pairs = sample_pairs(lm, config.n_pairs, config.seed, config.label_temperature)
+    if task is not lang.TASK:  # the review language's keys stay as they were
+        settings["task"] = task.cache_settings()
+    pairs = sample_pairs(lm, config.n_pairs, config.seed, config.label_temperature, task=task)
+    P, eos = task.prompt_len, task.eos_id
     model = ScalarModel.from_lm(lm)
     if use_cache and (hit := cache.load("reward", settings)) is not None:
         model.load_state_dict(hit["state"])
@@ -140,7 +149,8 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
         perm = torch.randperm(len(pairs), generator=gen).to(dev)
         for i in range(0, len(pairs), config.batch_size):
             idx = perm[i:i + config.batch_size]
-            loss = bradley_terry_loss(score(model, pairs.chosen[idx]), score(model, pairs.rejected[idx]))
+            loss = bradley_terry_loss(score(model, pairs.chosen[idx], P, eos),
+                                      score(model, pairs.rejected[idx], P, eos))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -152,9 +162,9 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     model.eval()
     # centre: SFT samples score 0 on average
     with torch.no_grad():
-        fresh = generate(lm, [lang.PROMPTS[i % len(lang.PROMPTS)] for i in range(1024)],
+        fresh = generate(lm, task.heldout_prompts(1024), task=task,
                          generator=torch.Generator(dev).manual_seed(20_000 + config.seed))
-        shift = float(score(model, fresh.tokens).mean())
+        shift = float(score(model, fresh.tokens, P, eos).mean())
         model.head.bias -= shift
     seconds = time.perf_counter() - t0
     if use_cache:

@@ -469,7 +469,8 @@ check_ppo_update = Exercise(
         Mistake("early stop per minibatch", _but("stop_per_minibatch", stop_per_minibatch=True),
                 "check the KL after each *epoch*, not after each minibatch."),
         Mistake("no entropy bonus", _as_library_but(entropy_coef=0.0),
-                "the loss subtracts config.entropy_coef times the mean entropy of the minibatch."),
+                "the loss subtracts config.entropy_coef times the mean entropy of the minibatch (a tensor with its "
+                "gradient: not detached, not a number from .item())."),
         Mistake("value coefficient ignored", _as_library_but(value_coef=1.0),
                 "multiply the value loss by config.value_coef."),
         Mistake("value loss not halved", _but("mse_value_loss", mse_value_loss=True),

@@ -77,7 +77,9 @@ check_dpo_loss = Exercise(
     reference_name="ppo_lib.rlhf.dpo.dpo_loss",
     run=_run_dpo,
     compare=tensor_compare("a torch.Tensor holding the loss, one number (the next cell calls loss.backward() "
-                            "on it)"),
+                            "on it)",
+                           how={f"gradient w.r.t. {k}": f"loss.backward() on the loss you returned; {k}.grad (the "
+                                f"reference log-probs are constants)" for k in _DPO_INPUTS[:2]}),
     cases=[
         Case((tensor_of(-20.5, -35.0, -12.25), tensor_of(-24.0, -30.5, -18.0), tensor_of(-22.0, -33.0, -14.0), tensor_of(-23.0, -31.0, -15.5),
               0.1),
@@ -351,7 +353,10 @@ check_k3_kl = Exercise(
     reference_name="ppo_lib.rlhf.kl.kl_per_token(logprobs, ref_logprobs, 'k3')",
     run=_run_k3,
     compare=tensor_compare("a torch.Tensor of the shape of logprobs (B, L), one k3 per token (GRPO's loss "
-                            "differentiates it)"),
+                            "differentiates it)",
+                           how={"gradient w.r.t. logprobs": "(out * w).sum().backward() with fixed weights w = "
+                                "torch.rand(logprobs.shape, generator=torch.Generator().manual_seed(4321), "
+                                "dtype=torch.float64) + 0.5; the gradient lands on the logprobs you were given"}),
     cases=[
         Case((tensor_of([-1.2, -0.3, -2.5, -0.05], [-0.7, -3.0, -1.1, -0.2]),
               tensor_of([-1.0, -0.9, -2.0, -0.05], [-1.5, -2.2, -1.1, -0.6])),

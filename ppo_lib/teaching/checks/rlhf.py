@@ -126,10 +126,19 @@ def _not_a_tensor(got: Any, wanted: str) -> str:
     return f"expected {wanted}, got a {_type_name(got)}{why}: {_show(got)}"
 
 
-def tensor_compare(wanted: str):
-    """``compare``, after checking that a torch tensor came back; ``wanted`` says what is expected."""
+def tensor_compare(wanted: str, how: dict | None = None):
+    """``compare``, after checking that a torch tensor came back; ``wanted`` says what is expected. ``how``:
+    {a compared key: how its value is computed}, said after a difference there, so that a learner can
+    reproduce a gradient dump."""
 
     def check(expected: Any, got: Any) -> str | None:
+        problem = check_values(expected, got)
+        for key, text in (how or {}).items():
+            if problem is not None and problem.startswith(key + ":"):
+                return f"{problem} (how it is computed: {text})"
+        return problem
+
+    def check_values(expected: Any, got: Any) -> str | None:
         if isinstance(got, ChangedInput):
             return (f"your function changed its input `{got.name}` in place (with -=, *=, an indexed assignment "
                     f"or a method ending in _): work on a copy, the caller still needs it")
@@ -228,7 +237,10 @@ check_gather_logprobs = Exercise(
     reference=gather_logprobs,
     reference_name="ppo_lib.rlhf.model.gather_logprobs",
     run=_run_gather,
-    compare=tensor_compare("a torch.Tensor of shape (B, L) (the PPO ratio exp(new - old) is computed from it)"),
+    compare=tensor_compare("a torch.Tensor of shape (B, L) (the PPO ratio exp(new - old) is computed from it)",
+                           how={"gradient w.r.t. logits": "(out * w).sum().backward() with fixed weights w = torch.rand("
+                                "B, L, generator=torch.Generator().manual_seed(1234), dtype=torch.float64) + 0.5, "
+                                "so that every entry matters; the gradient lands on the logits you were given"}),
     cases=[
         Case((_logits(0, 2, 5, 4), _tokens(0, 2, 5, 4), 2),
              "B=2 sequences of T=5 tokens, a vocabulary of V=4, prompt_len=2: L=3 response tokens; random logits"),
@@ -404,7 +416,9 @@ check_bradley_terry_loss = Exercise(
     reference=bradley_terry_loss,
     reference_name="ppo_lib.rlhf.reward_model.bradley_terry_loss",
     run=_run_bt,
-    compare=tensor_compare("a torch.Tensor holding the loss (the next cell calls loss.backward() on it)"),
+    compare=tensor_compare("a torch.Tensor holding the loss (the next cell calls loss.backward() on it)",
+                           how={f"gradient w.r.t. {k}": f"loss.backward() on the loss you returned; {k}.grad"
+                                for k in ("r_chosen", "r_rejected")}),
     cases=[
         Case((tensor_of(0.9), tensor_of(0.4)), "one pair: r_chosen=[0.9], r_rejected=[0.4]"),
         Case((tensor_of(2.0, -0.5, 0.3, 1.0), tensor_of(0.5, 1.0, 0.3, -2.0)),

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ppo_lib.advantages import rollout_advantages
 from ppo_lib.algos.ppo import PPO, PPOConfig, ppo_update
 from ppo_lib.losses import approx_kl, clipped_surrogate, normalize, value_loss
-from ppo_lib.teaching.checks import (check_adaptive_kl_update, check_conjugate_gradient, check_dpo_loss,
+from ppo_lib.teaching.checks import (check_reinforce_loss, check_normalize_advantages, check_adaptive_kl_update, check_conjugate_gradient, check_dpo_loss,
                                      check_gather_logprobs, check_gaussian_log_prob_entropy, check_group_advantages,
                                      check_k3_kl, check_masked_whiten, check_per_token_rewards, check_ppo_update,
                                      check_rloo_advantages)
@@ -755,7 +755,62 @@ def confirm_cg(fn) -> bool:
     return True
 
 
-CONFIRM = {"ppo_update": confirm_capstone, "gaussian_log_prob_entropy": confirm_gaussian,
+# =============================================================== 1.2 and 3.2: zero weights, a constant minibatch
+@ok(check_reinforce_loss)
+def reinforce_dot(logprobs, weights):
+    return -torch.dot(logprobs, weights.detach()) / logprobs.numel()
+
+
+@wrong(check_reinforce_loss)
+def reinforce_mean_over_nonzero(logprobs, weights):
+    used = weights != 0  # "skip the samples that carry no signal": changes the mean's denominator
+    return -(logprobs[used] * weights.detach()[used]).mean()
+
+
+def confirm_reinforce(fn) -> bool:
+    g = torch.Generator().manual_seed(16)
+    for n in (3, 12, 20):
+        lp = -torch.rand(n, generator=g, dtype=D) * 3
+        w = torch.randn(n, generator=g, dtype=D)
+        w[::3] = 0.0
+        leaf = lp.clone().requires_grad_(True)
+        try:
+            loss = fn(leaf * 1, w.clone())
+            loss.backward()
+        except Exception:
+            return False
+        if not math.isclose(float(loss), float(-(lp * w).mean()), rel_tol=1e-9) or \
+                not torch.allclose(leaf.grad, -w / n):
+            return False
+    return True
+
+
+@ok(check_normalize_advantages)
+def normalize_with_eps_np(advantages):
+    a = np.asarray(advantages, float)
+    return (a - a.mean()) / (a.std(ddof=1) + 1e-8) if a.size > 1 else a - a.mean()
+
+
+@wrong(check_normalize_advantages, "std is 0")
+def normalize_no_eps_np(advantages):
+    a = np.asarray(advantages, float)
+    return (a - a.mean()) / a.std(ddof=1) if a.size > 1 else a - a.mean()
+
+
+def confirm_normalize(fn) -> bool:
+    from ppo_lib.losses import normalize
+
+    rng = np.random.default_rng(17)
+    for a in (rng.normal(size=7), np.full(5, 0.3), rng.normal(size=30) * 4, np.array([2.0])):
+        with np.errstate(all="ignore"):
+            got = np.asarray(fn(a.copy()), float)
+        ref = normalize(torch.as_tensor(a)).numpy()
+        if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-5):
+            return False
+    return True
+
+
+CONFIRM = {"reinforce_loss": confirm_reinforce, "normalize_advantages": confirm_normalize,"ppo_update": confirm_capstone, "gaussian_log_prob_entropy": confirm_gaussian,
            "gather_logprobs": confirm_gather, "per_token_rewards": confirm_per_token_rewards,
            "masked_whiten": confirm_whiten, "adaptive_kl_update": confirm_beta, "dpo_loss": confirm_dpo,
            "group_advantages": confirm_group, "rloo_advantages": confirm_rloo, "k3_kl": confirm_k3,

@@ -191,3 +191,12 @@ def test_gaussian_runs_the_next_cell():
 
     message = check_gaussian_log_prob_entropy.evaluate(numpy_out).message
     assert "next cell" in message and "10 000" in message
+
+
+def test_capstone_an_optimizer_of_ones_own_is_named():
+    def own_adam(policy, optimizer, rollout, config, generator):
+        return library_ppo_update(policy, torch.optim.Adam(policy.parameters(), lr=config.lr), rollout, config,
+                                  generator)
+
+    message = check_ppo_update.evaluate(own_adam).message
+    assert "yet the parameters moved" in message and "not one of your own" in message

@@ -116,6 +116,7 @@ class UpdateRecord:
 
     steps: list  # per optimizer.step(): (actor gradient, critic gradient) as flat tensors (None: no .grad)
     params: torch.Tensor
+    start_params: torch.Tensor
     returned: object
     next_cell: str | None  # why the chapter's next cell cannot use the returned value, or None
     changed_input: str | None  # which input was changed in place, or None
@@ -181,6 +182,7 @@ def _record(fn, config_overrides: dict, seed: int, episode_steps: int = 40):
         return original_step(*args, **kwargs)
 
     optimizer.step = recording_step
+    start = torch.cat([p.detach().reshape(-1) for p in policy.parameters()]).clone()
     info = fn(policy, optimizer, rollout, config, generator)
     changed = None
     for f in dataclasses.fields(pristine_rollout):
@@ -194,7 +196,7 @@ def _record(fn, config_overrides: dict, seed: int, episode_steps: int = 40):
                 changed = f"config.{f.name}"
                 break
     params = torch.cat([p.detach().reshape(-1) for p in policy.parameters()])
-    return UpdateRecord(steps, params, info, _next_cell_problem(info), changed, _T * _N,
+    return UpdateRecord(steps, params, start, info, _next_cell_problem(info), changed, _T * _N,
                         config.minibatch_size, config.epochs, config.target_kl)
 
 
@@ -215,6 +217,9 @@ def _step_count_problem(exp: UpdateRecord, got: UpdateRecord) -> str:
             f"of {exp.minibatch} from B = {exp.batch} samples)")
     with_last = -(-exp.batch // exp.minibatch)
     if n_got == 0:
+        if not _close(got.start_params, got.params):
+            return (said + ", yet the parameters moved: step the optimizer you were given (its Adam state carries "
+                    "over from update to update), not one of your own")
         return said + ": the parameters were never stepped"
     if exp.target_kl is not None and n_got < n_exp and n_got % per_epoch:
         return (said + ". The step count differs in the early stop: you stopped in the middle of an epoch; the "
@@ -273,8 +278,9 @@ def _gradient_problem(exp: UpdateRecord, got: UpdateRecord) -> str | None:
                     "stored log-probs, the advantages and their normalisation, or the entropy bonus)")
         else:
             part = ("both the policy loss and the value loss differ: they share the advantages and value targets, "
-                    "computed once from the rollout with config.gamma, config.gae_lambda and the truncation rule; "
-                    "or gradients were not zeroed before backward()")
+                    "computed once from the rollout with config.gamma, config.gae_lambda and the truncation rule, "
+                    "and the minibatch (torch.randperm(B, generator=generator), walked in order); or gradients "
+                    "were not zeroed before backward()")
         if i > 0:
             part += "; the earlier steps agreed"
         return f"{where} {part} {how}"

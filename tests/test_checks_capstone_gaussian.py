@@ -103,12 +103,12 @@ def test_capstone_state_never_decides_a_verdict():
     with torch.no_grad():
         logp = policy.actor.log_prob(policy.actor.distribution(rollout.obs.flatten(0, 1)), rollout.actions.flatten(0, 1))
     assert torch.allclose(logp, rollout.logprobs.flatten(), atol=1e-5)  # the stored log-probs are this policy's
-    snapshot = copy.deepcopy(capstone_module._snapshot(0, 40)[3])
+    snapshot = copy.deepcopy(capstone_module.snapshot(0, 40)[3])
     first = check_ppo_update.evaluate(written_out_ppo_update)
     check_ppo_update.evaluate(check_ppo_update.mistakes[1].impl)
     second = check_ppo_update.evaluate(written_out_ppo_update)
     assert first.passed and second.passed
-    after = capstone_module._snapshot(0, 40)[3]
+    after = capstone_module.snapshot(0, 40)[3]
     for k, v in snapshot["state"].items():
         assert all(torch.equal(v[n], after["state"][k][n]) for n in v if isinstance(v[n], torch.Tensor))
 

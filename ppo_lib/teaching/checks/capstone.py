@@ -68,7 +68,7 @@ def _config(overrides: dict):
         return PPOConfig(**{**_BASE, **overrides})
 
 
-def _snapshot(seed: int, episode_steps: int):
+def snapshot(seed: int, episode_steps: int):
     """Weights and Adam state after one warm-up update (gradients cleared), and a rollout collected by
     the warmed-up policy: computed once, then only copied."""
     key = (seed, episode_steps)
@@ -98,7 +98,7 @@ def fresh_objects(config_overrides: dict, seed: int, episode_steps: int = 40):
     """(policy, optimizer, rollout, config, generator) for one call: built anew, no gradient set."""
     from ppo_lib.algos.ppo import PPO
 
-    obs_space, act_space, weights, adam, rollout = _snapshot(seed, episode_steps)
+    obs_space, act_space, weights, adam, rollout = snapshot(seed, episode_steps)
     config = _config(config_overrides)
     algo = PPO(obs_space, act_space, _config({}), seed=seed)
     algo.policy.load_state_dict(weights)

@@ -180,3 +180,14 @@ def test_two_processes_install_the_settings_at_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), errs
     for f in (tmp_path / "share/jupyter/lab/settings/overrides.json", tmp_path / "etc/jupyter/labconfig/page_config.json"):
         json.loads(f.read_text())
+
+
+def test_the_book_command_says_why_it_left_a_folder_alone(tmp_path, capsys, monkeypatch):
+    from ppo_lib.course.cli import main
+
+    theirs = tmp_path / book_module.SOURCES_DIR / "mine.txt"
+    theirs.parent.mkdir()
+    theirs.write_text("mine")
+    monkeypatch.setattr(book_module, "fetch_vendor", lambda cache: (_ for _ in ()).throw(RuntimeError("offline")))
+    assert main(["book", "--only", "00", "--out", str(tmp_path)]) == 2
+    assert "was not written by the book builder" in capsys.readouterr().err and theirs.read_text() == "mine"

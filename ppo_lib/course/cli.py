@@ -77,7 +77,11 @@ def cmd_book(args) -> int:
 
     book = load_book()
     t0 = time.perf_counter()
-    index = build(book, Path(args.out).expanduser(), only=args.only)
+    try:
+        index = build(book, Path(args.out).expanduser(), only=args.only)
+    except FileExistsError as exc:  # a folder there that the builder did not write: left alone, said why
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"HTML book written to {index} in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -200,3 +200,11 @@ def test_capstone_an_optimizer_of_ones_own_is_named():
 
     message = check_ppo_update.evaluate(own_adam).message
     assert "yet the parameters moved" in message and "not one of your own" in message
+
+
+def test_gaussian_one_value_instead_of_a_pair_is_said_so():
+    def only_log_prob(mean, log_std, actions):
+        return reference_gaussian_log_prob_entropy(mean, log_std, actions)[0]
+
+    message = check_gaussian_log_prob_entropy.evaluate(only_log_prob).message
+    assert "expected a pair (log_prob, entropy)" in message and "missing from" not in message

@@ -15,7 +15,8 @@ import math
 
 import torch
 
-from ppo_lib.teaching.checks.core import Case, Exercise, InputChanged, Mistake, changed, compare, tracked
+from ppo_lib.teaching.checks.core import (Case, Exercise, InputChanged, Mistake, changed, compare,
+                                          describe_returned, show_value, tracked)
 
 
 _g = torch.Generator().manual_seed(7)
@@ -79,6 +80,12 @@ def _run(fn, mean, log_std, actions, dtype="float64"):
 
 
 def _compare(expected, got):
+    if isinstance(got, dict) and "(log_prob, entropy)" in got:
+        value = got["(log_prob, entropy)"]
+        if isinstance(expected, dict) and "(log_prob, entropy)" in expected:
+            return None if describe_returned(value) == describe_returned(expected["(log_prob, entropy)"]) else "differs"
+        return (f"expected a pair (log_prob, entropy), two tensors of shape (B,), got {describe_returned(value)}: "
+                f"{show_value(value)}")
     if isinstance(got, dict) and got.get(_NEXT_CELL) is not None:
         return got[_NEXT_CELL]
     strip = (lambda d: {k: v for k, v in d.items() if k != _NEXT_CELL} if isinstance(d, dict) else d)

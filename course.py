@@ -48,6 +48,14 @@ def wanted_stamp() -> str:
     return digest.hexdigest()
 
 
+def torch_present() -> bool:
+    """torch's package folder is in the venv (a look at the disk, not an import: this runs before every
+    command). The stamp alone would hide a torch uninstalled since, and `setup` would then do nothing."""
+    patterns = ("Lib/site-packages/torch/__init__.py",) if os.name == "nt" else \
+        ("lib/python*/site-packages/torch/__init__.py",)
+    return any(any(VENV.glob(p)) for p in patterns)
+
+
 def run(cmd: list[str]) -> None:
     print("+ " + " ".join(cmd), flush=True)
     code = subprocess.call(cmd, cwd=ROOT)
@@ -59,7 +67,7 @@ def setup() -> Path:
     if sys.version_info < (3, 10):
         sys.exit(f"course.py: Python >= 3.10 is needed, this is {sys.version.split()[0]}")
     py = venv_python()
-    if STAMP.exists() and STAMP.read_text().strip() == wanted_stamp() and py.exists():
+    if STAMP.exists() and STAMP.read_text().strip() == wanted_stamp() and py.exists() and torch_present():
         return py
     t0 = time.perf_counter()
     if not py.exists():

@@ -194,6 +194,8 @@ assert best_lambda[1.0] > best_lambda[0.0]  # a worse critic moves the best lamb
 # reward scale. One trap: a minibatch of a single element has no standard deviation.
 # Write `normalize_advantages(advantages)` for a 1-D NumPy array; for one element,
 # return it centred (that is, 0). Either the sample or the population std is accepted.
+# A second trap: a minibatch whose advantages are all equal has std 0; add $10^{-8}$ to
+# the std (as the library's `normalize` does), so that it gives zeros, not `nan`.
 
 # %% nbgrader={"grade": false, "grade_id": "normalize_advantages", "locked": false, "schema_version": 3, "solution": true}
 def normalize_advantages(advantages):

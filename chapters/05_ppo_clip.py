@@ -498,14 +498,20 @@ assert no_clip_last > 100  # it still learns, far above a random policy's ~20
 #    `torch.nn.utils.clip_grad_norm_`, and step.
 # 4. **Early stopping:** after each epoch, if `config.target_kl` is set, estimate
 #    $\mathrm{KL}(\pi_{old} \| \pi_\theta)$ with $k_3$ on the *whole* batch (no gradient); if it
-#    exceeds the target, stop the epochs.
-# 5. **Diagnostics** of the whole update, at least: the mean clip fraction, the $k_3$ KL
-#    at the end, the number of epochs run, and the explained variance computed the right
-#    way (with the rollout's values, see above).
+#    exceeds the target (`k3 > config.target_kl`), stop the epochs.
+# 5. **Diagnostics** of the whole update, returned as plain numbers (the training loop
+#    stores each with `float()`) under these keys, at least: `"clip_fraction"` (the mean
+#    over every minibatch step of the fraction of samples with $|r_t - 1| > \epsilon$),
+#    `"approx_kl_k3"` (the $k_3$ KL on the whole batch at the end), `"epochs"` (the number
+#    of epochs run, the one that triggered the early stop included) and
+#    `"explained_variance"` computed the right way (with the rollout's values, see above).
 #
-# What the checker tells you if the parameters differ: how far apart they are, and,
-# if your result matches a usual mistake (no normalisation, no gradient clipping, no
-# early stopping, a missing coefficient, one epoch), which one.
+# The checker runs your function and the library's on several configurations (every
+# switch above, on and off), each from freshly built objects, records the gradients at
+# every `optimizer.step()`, and compares the parameters afterwards and the four
+# diagnostics. If something differs it says which part: the policy loss, the value
+# loss, the gradient clipping, the number of steps (the minibatch loop, the epochs, the
+# early stop) or a diagnostic; and, if your result matches a usual mistake, which one.
 
 # %% nbgrader={"grade": false, "grade_id": "ppo_update", "locked": false, "schema_version": 3, "solution": true}
 def ppo_update(policy, optimizer, rollout, config, generator):

@@ -405,7 +405,10 @@ display(ablation_explorer)
 # each state's action distribution. Work from the one-dimensional normal density
 # $\mathcal N(a; \mu, \sigma^2) = \frac{1}{\sqrt{2\pi}\,\sigma}\exp\big(-\frac{(a-\mu)^2}{2\sigma^2}\big)$ and its
 # entropy $\tfrac12\log(2\pi e \sigma^2)$: what does independence do to the densities of
-# the $D$ dimensions, and so to their logs? Gradients must flow to `mean` and `log_std`.
+# the $D$ dimensions, and so to their logs? Gradients must flow to `mean` and `log_std`
+# (the entropy's too: the entropy bonus trains `log_std` through it), and the inputs stay
+# as they were. The checker also runs what the next cell does: 10 000 float32 samples,
+# ratios `torch.exp(logp_new - logp_old)`, so return torch tensors.
 # (You may use `torch.distributions.Normal`, but then say to yourself which axis you
 # reduce over, and why.)
 

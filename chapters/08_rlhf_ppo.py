@@ -395,7 +395,8 @@ for (p, t0, g0, _), (_, t1, g1, _) in zip(before["samples"][:6], after["samples"
 #
 # ### Exercise 8.5 — the adaptive KL controller
 #
-# Write `adaptive_kl_update(beta, kl, kl_target, n_steps, horizon)` returning the new $\beta$.
+# Write `adaptive_kl_update(beta, kl, kl_target, n_steps, horizon)` returning the new $\beta$
+# as a Python number (a float: the next cell rounds it with `round(beta, 5)`).
 
 # %% nbgrader={"grade": false, "grade_id": "adaptive_kl_update", "locked": false, "schema_version": 3, "solution": true}
 def adaptive_kl_update(beta, kl, kl_target, n_steps, horizon):

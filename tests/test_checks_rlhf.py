@@ -145,6 +145,8 @@ def whiten_numpy(x, mask):
 
 
 def whiten_where_eps_outside(x, mask):
+    # labelled right until issue 19; the text puts eps under the square root (sqrt(var + 1e-8)), and this
+    # differs from it when the real tokens are about 1e-4 apart: now a wrong answer, and the checker says why
     real = mask > 0
     n = mask.sum()
     mean = torch.where(real, x, 0.0).sum() / n
@@ -197,7 +199,9 @@ def beta_branches(beta, kl, kl_target, n_steps, horizon):
 
 def beta_torch(beta, kl, kl_target, n_steps, horizon):
     error = torch.clamp(torch.tensor(kl / kl_target - 1, dtype=torch.float64), -0.2, 0.2)
-    return beta * (1 + error * n_steps / horizon)  # a 0-d tensor: it works as a number downstream
+    # a 0-d tensor: labelled right until issue 19, but the chapter's next cell does round(beta, 5), which
+    # a tensor cannot do; now a wrong answer, and the checker names that cell
+    return beta * (1 + error * n_steps / horizon)
 
 
 def beta_float32(beta, kl, kl_target, n_steps, horizon):
@@ -215,10 +219,10 @@ CORRECT = [
     (check_bradley_terry_loss, bt_log_softmax_of_the_pair), (check_bradley_terry_loss, bt_loop_float64),
     (check_bradley_terry_loss, bt_d_minus_softplus),
     (check_masked_whiten, whiten_select), (check_masked_whiten, whiten_numpy),
-    (check_masked_whiten, whiten_where_eps_outside), (check_masked_whiten, whiten_inplace_on_a_clone),
+    (check_masked_whiten, whiten_inplace_on_a_clone),
     (check_masked_whiten, whiten_loop),
     (check_adaptive_kl_update, beta_numpy_clip), (check_adaptive_kl_update, beta_clip_the_ratio),
-    (check_adaptive_kl_update, beta_branches), (check_adaptive_kl_update, beta_torch),
+    (check_adaptive_kl_update, beta_branches),
     (check_adaptive_kl_update, beta_float32),
 ]
 
@@ -236,7 +240,7 @@ def test_the_masks_are_float_and_a_bool_mask_gives_the_same_whitening():
         assert masks and all(m.dtype == torch.float64 for m in masks)
     x, mask = check_masked_whiten.cases[0].args
     expected = masked_whiten(x, mask)
-    for fn in (masked_whiten, whiten_select, whiten_where_eps_outside, whiten_loop):
+    for fn in (masked_whiten, whiten_select, whiten_loop):
         torch.testing.assert_close(fn(x, mask.bool()), expected)
 
 
@@ -496,6 +500,8 @@ WRONG = [
     (check_adaptive_kl_update, beta_exponential, "Case:"),
     (check_adaptive_kl_update, beta_string, "got a str"),
     (check_adaptive_kl_update, beta_upper_clip_only, "clip the error to [-0.2, 0.2]"),
+    (check_masked_whiten, whiten_where_eps_outside, "sqrt(var + 1e-8)"),
+    (check_adaptive_kl_update, beta_torch, "round(beta, 5)"),
 ]
 
 

@@ -90,12 +90,26 @@ def fetch_vendor(cache: Path) -> Path:
     return cache
 
 
+#: the file that marks a sources folder as written by :func:`write_sources` (and so ours to replace)
+SOURCES_MARKER = ".ppo-course-book-sources"
+#: the folder under ``--out`` where :func:`build` writes the book's sources
+SOURCES_DIR = "_book_sources"
+
+
 def write_sources(book: Book, src: Path, only=None, vendor: Path | None = None) -> list[str]:
-    """Write _config.yml, _toc.yml, intro.md and one notebook per chapter into ``src``."""
+    """Write _config.yml, _toc.yml, intro.md and one notebook per chapter into ``src``.
+
+    ``src`` is replaced only when an earlier call wrote it (it holds :data:`SOURCES_MARKER`); a folder
+    that is not ours is never deleted: a ``FileExistsError`` says so and names it."""
     chapters = book.select(only)  # validates before anything on disk is touched
+    src = Path(src)
     if src.exists():
+        if not (src / SOURCES_MARKER).is_file():
+            raise FileExistsError(f"{src} exists and was not written by the book builder (no {SOURCES_MARKER} "
+                                  f"in it): it is left as it is. Move it, or choose another --out folder")
         shutil.rmtree(src)
     (src / "chapters").mkdir(parents=True)
+    (src / SOURCES_MARKER).write_text("written by ppo_lib.course.book.write_sources; replaced on every build\n")
     for ch in chapters:
         text_to_notebook(ch.chapter_path, src / "chapters" / (ch.stem + ".ipynb"))
     timeout = int(max(ch.budget_s for ch in chapters) * 3 + 60)
@@ -181,7 +195,7 @@ def build(book: Book, out: Path, only=None, offline_assets: bool = True) -> Path
                   f"load MathJax, require.js and the widget renderer from the web when opened", flush=True)
             offline_assets = False
     out = Path(out).expanduser().resolve()
-    src = out / "src"
+    src = out / SOURCES_DIR  # never out/src: a learner's own folder of that name was deleted once
     stems = write_sources(book, src, only, vendor)
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src),
            "--path-output", str(out), "--warningiserror", "--keep-going"]
@@ -197,4 +211,4 @@ def build(book: Book, out: Path, only=None, offline_assets: bool = True) -> Path
     return html / "index.html"
 
 
-__all__ = ["build", "write_sources", "remote_references", "fetch_vendor", "ManifestError"]
+__all__ = ["build", "write_sources", "SOURCES_DIR", "SOURCES_MARKER", "remote_references", "fetch_vendor", "ManifestError"]

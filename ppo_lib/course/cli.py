@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .manifest import REPO_ROOT, ManifestError, load_book
-from .notebooks import build_test_notebooks, make_workspace
+from .notebooks import build_test_notebooks, describe_damaged, make_workspace
 from .sources import sync_chapters
 from .lab import install_lab_settings, open_lab
 
@@ -31,9 +31,13 @@ def cmd_notebooks(args) -> int:
     book = load_book()
     made = make_workspace(book, Path(args.workspace).expanduser())
     install_lab_settings()
+    damaged = getattr(made, "damaged", {})
     print(f"workspace: {len(made)} new notebook(s) in {args.workspace} "
-          f"({len(book.chapters) - len(made)} kept as they were)")
-    return 0
+          f"({len(book.chapters) - len(made) - len(damaged)} kept as they were"
+          f"{f', {len(damaged)} unreadable' if damaged else ''})")
+    for line in describe_damaged(damaged):
+        print(line)
+    return 1 if damaged else 0
 
 
 def cmd_open(args) -> int:
@@ -73,7 +77,11 @@ def cmd_book(args) -> int:
 
     book = load_book()
     t0 = time.perf_counter()
-    index = build(book, Path(args.out).expanduser(), only=args.only)
+    try:
+        index = build(book, Path(args.out).expanduser(), only=args.only)
+    except FileExistsError as exc:  # a folder there that the builder did not write: left alone, said why
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"HTML book written to {index} in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .manifest import REPO_ROOT, ManifestError, load_book
+from .notebooks import notebook_problem
 
 MIN_MEMORY_GB = 2.0
 
@@ -112,7 +113,7 @@ def collect(root: Path | str = REPO_ROOT, workspace: Path | str | None = None) -
     # torch: version, build, device, threads
     tv = package_version("torch")
     if tv is None:
-        f.append(Finding("torch", "not installed", False, "python3 course.py setup (installs a CPU build of torch first)"))
+        f.append(Finding("torch", "not installed", False, torch_install_fix()))
     else:
         try:
             import torch
@@ -170,7 +171,39 @@ def collect(root: Path | str = REPO_ROOT, workspace: Path | str | None = None) -
     f.append(Finding("your notebooks", f"{len(book.chapters) - len(absent)} of {len(book.chapters)} in {ws}",
                      not absent, f"missing {', '.join(absent)}: python3 course.py notebooks "
                                  f"(makes only the missing ones; yours are never overwritten)"))
+    damaged = {}
+    for ch in book.chapters:
+        nb = ws / (ch.stem + ".ipynb")
+        if nb.exists():
+            problem = notebook_problem(nb)
+            if problem is not None:
+                damaged[nb.name] = problem
+    if damaged:
+        first = next(iter(damaged))
+        f.append(Finding("notebooks readable", "; ".join(f"{n} {p}" for n, p in damaged.items()), False,
+                         f"python3 course.py notebooks writes a fresh copy beside each ({first[:-6]}.fresh.ipynb) "
+                         f"and leaves yours as it is; open the fresh one, or delete {first} and run it again"))
+    else:
+        f.append(Finding("notebooks readable", f"every notebook in {ws} is a readable notebook"))
     return Report(f)
+
+
+def _in_course_venv(root: Path = REPO_ROOT) -> bool:
+    venv = Path(os.environ.get("PPO_COURSE_VENV", root / ".venv"))
+    try:
+        return Path(sys.prefix).resolve() == venv.resolve()
+    except OSError:
+        return False
+
+
+def torch_install_fix(root: Path = REPO_ROOT) -> str:
+    """A command that installs torch into the Python the doctor runs in (a CPU build)."""
+    requirement = os.environ.get("PPO_COURSE_TORCH", "torch==2.13.0")
+    index = os.environ.get("PPO_COURSE_TORCH_INDEX", "") or "https://download.pytorch.org/whl/cpu"
+    direct = f'{sys.executable} -m pip install --index-url {index} "{requirement}"'
+    if _in_course_venv(root):
+        return f"python3 course.py setup (it reinstalls torch when it is missing), or directly: {direct}"
+    return f"{direct} (this Python is not the course's .venv; `python3 course.py setup` installs into .venv)"
 
 
 def doctor(print_report: bool = True, root: Path | str = REPO_ROOT, workspace=None) -> Report:

@@ -9,10 +9,49 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .manifest import Book
-from .notebooks import make_workspace
+from .notebooks import default_file_mode, describe_damaged, make_workspace
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and one rename: a reader
+    (another ``course.py open`` starting at the same moment, or JupyterLab) sees the old file or the new
+    one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_json(path: Path) -> dict:
+    """The settings in ``path`` ({} when absent). One that cannot be read (cut short by a crash or a full disk
+    before writes were atomic) is kept aside as ``<name>.unreadable`` and replaced, with a warning."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return data
+        problem = f"holds {type(data).__name__}, not an object"
+    except (ValueError, OSError) as exc:
+        problem = str(exc)
+    aside = path.with_name(path.name + ".unreadable")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another `open` has just replaced it: read its version
+        return _read_json(path)
+    print(f"warning: {path} could not be read ({problem}); it is kept as {aside} and written anew", flush=True)
+    return {}
 
 # JupyterLab setting that opens jupytext text files as notebooks by default.
 LAB_OVERRIDES = {
@@ -36,14 +75,13 @@ def install_lab_settings(prefix: Path | str = sys.prefix) -> Path:
     ``<prefix>/share/jupyter/lab/settings/overrides.json``), and keep nbgrader's
     panels out of it (``<prefix>/etc/jupyter/labconfig/page_config.json``)."""
     page = Path(prefix) / "etc" / "jupyter" / "labconfig" / "page_config.json"
-    config = json.loads(page.read_text()) if page.exists() else {}
+    config = _read_json(page)
     disabled = config.setdefault("disabledExtensions", {})
     if isinstance(disabled, dict) and any(disabled.get(k) is not v for k, v in DISABLED_LAB_EXTENSIONS.items()):
         disabled.update(DISABLED_LAB_EXTENSIONS)
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(json.dumps(config, indent=2) + "\n")
+        write_atomically(page, json.dumps(config, indent=2) + "\n")
     path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
-    settings = json.loads(path.read_text()) if path.exists() else {}
+    settings = _read_json(path)
     for plugin, values in LAB_OVERRIDES.items():
         current = settings.setdefault(plugin, {})
         for key, value in values.items():
@@ -51,8 +89,7 @@ def install_lab_settings(prefix: Path | str = sys.prefix) -> Path:
                 current.setdefault(key, {}).update(value)
             else:
                 current[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+    write_atomically(path, json.dumps(settings, indent=2) + "\n")
     return path
 
 
@@ -96,7 +133,8 @@ def open_lab(book: Book, workspace: Path, ip: str = "127.0.0.1", port: int = 888
     ip = check_ip(ip)
     port = check_port(port, ip)
     workspace = Path(workspace).resolve()
-    make_workspace(book, workspace)
+    for line in describe_damaged(make_workspace(book, workspace).damaged):
+        print(line, flush=True)
     install_lab_settings()
     first = workspace / (book.chapters[0].stem + ".ipynb")
     token = token or secrets.token_hex(16)

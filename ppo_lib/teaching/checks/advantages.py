@@ -283,6 +283,13 @@ def _normalized_ok(expected, got) -> str | None:
     return first
 
 
+def _no_eps(a, ddof):
+    a = np.asarray(a, float)
+    if a.size < 2:
+        return a - a.mean()
+    return (a - a.mean()) / a.std(ddof=ddof)
+
+
 def _reference_normalize(a):
     import torch
 
@@ -301,6 +308,10 @@ check_normalize_advantages = Exercise(
         Case((F(0.5, 7.0, -2.0, 0.1, 3.5),), "advantages=[0.5, 7, -2, 0.1, 3.5]"),
         Case((F(-4.0, 0.0, 0.0, 8.0),), "advantages=[-4, 0, 0, 8]"),
         Case((F(2.5),), "a minibatch of one: advantages=[2.5] (its std is undefined)"),
+        Case((F(1.5, 1.5, 1.5, 1.5),), "a constant minibatch: advantages=[1.5, 1.5, 1.5, 1.5] (std 0: the result is "
+                                       "zeros, not nan)"),
+        Case((F(*np.round(np.random.default_rng(3).normal(0.4, 2.0, 24), 3)),),
+             "24 advantages drawn at random (sizes beyond the small cases)"),
     ],
     mistakes=[m for ddof in (1, 0) for m in (
         Mistake("not centred", lambda a, ddof=ddof: np.asarray(a, float) / (np.asarray(a, float).std(ddof=ddof) + 1e-8)
@@ -309,6 +320,9 @@ check_normalize_advantages = Exercise(
         Mistake("variance", lambda a, ddof=ddof: (np.asarray(a, float) - np.mean(a)) / (np.var(a, ddof=ddof) + 1e-8)
                 if len(a) > 1 else np.zeros(1),
                 "divide by the standard deviation, not the variance."),
+        Mistake("constant minibatch", lambda a, ddof=ddof: _no_eps(a, ddof),
+                "when every advantage is the same the std is 0, and 0 / 0 is nan: add a small eps to the std "
+                "(the library: std + 1e-8), so a constant minibatch gives zeros."),
         Mistake("one element", lambda a, ddof=ddof: (np.asarray(a, float) - np.mean(a)) / np.std(a, ddof=ddof),
                 "with one element the std is 0 (or undefined): return the centred value 0 instead of dividing."),
     )],  # each with the sample and the population std: the text accepts either

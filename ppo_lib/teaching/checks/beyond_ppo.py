@@ -52,6 +52,10 @@ def _run_dpo(fn, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
                                    (chosen, rejected) + refs_before):
         if tensor_changed(given, before):
             return ChangedInput(name)
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.ndim > 0:
+        # the text asks for "a torch tensor holding one number": shape (1,) is one, and the next cells'
+        # loss.backward() and .item() work on it; compared as the number it holds
+        loss = loss.reshape(())
     return loss_and_gradients(loss, {"policy_chosen_logps": chosen, "policy_rejected_logps": rejected})
 
 
@@ -73,7 +77,9 @@ check_dpo_loss = Exercise(
     reference_name="ppo_lib.rlhf.dpo.dpo_loss",
     run=_run_dpo,
     compare=tensor_compare("a torch.Tensor holding the loss, one number (the next cell calls loss.backward() "
-                            "on it)"),
+                            "on it)",
+                           how={f"gradient w.r.t. {k}": f"loss.backward() on the loss you returned; {k}.grad (the "
+                                f"reference log-probs are constants)" for k in _DPO_INPUTS[:2]}),
     cases=[
         Case((tensor_of(-20.5, -35.0, -12.25), tensor_of(-24.0, -30.5, -18.0), tensor_of(-22.0, -33.0, -14.0), tensor_of(-23.0, -31.0, -15.5),
               0.1),
@@ -174,13 +180,66 @@ _GROUP_AXIS = ("the G samples of one prompt are one row of rewards (n_prompts, G
                "each row, dim=1 (with keepdim=True), not of each column.")
 _GROUP_EPS = ("add eps = 1e-4 to the standard deviation: (r - mean) / (std + 1e-4), as TRL's GRPOTrainer does.")
 
+def _run_group(fn, rewards):
+    """The advantages; and, for every group whose rewards are all equal, whether they are exactly 0 (the text
+    says "exactly 0": the comparison's tolerance would let 1e-7 pass)."""
+    out = watching_inputs("rewards")(fn, rewards)
+    if fn in _GROUP_MISTAKES:  # a catalogued mistake is matched on its values alone (exact or not)
+        return MistakeValues(out)
+    if not isinstance(out, torch.Tensor) or out.shape != rewards.shape:
+        return out
+    equal = (rewards.amax(dim=1) == rewards.amin(dim=1)).nonzero().flatten().tolist()
+    bad = [k for k in equal if not bool((out[k].detach() == 0).all())]
+    if bad:
+        return NotExactlyZero(out, bad[0], float(out[bad[0]].detach().abs().max()))
+    return out
+
+
+class MistakeValues:
+    """A catalogued mistake's output: a learner's answer matches it when the values agree."""
+
+    def __init__(self, out):
+        self.out = out
+
+
+_GROUP_MISTAKES: set = set()
+
+
+class NotExactlyZero:
+    """A group of equal rewards whose advantages are near 0 but not exactly 0."""
+
+    def __init__(self, out, row, worst):
+        self.out, self.row, self.worst = out, row, worst
+
+
+def _group_compare_factory(wanted):
+    inner = tensor_compare(wanted)
+
+    def check(expected, got):
+        if isinstance(got, MistakeValues):  # a catalogued mistake checked as if a learner wrote it
+            got = got.out
+        if isinstance(expected, MistakeValues):
+            return inner(expected.out, got.out if isinstance(got, NotExactlyZero) else got)
+        if isinstance(got, NotExactlyZero):
+            if isinstance(expected, NotExactlyZero):
+                return inner(expected.out, got.out)
+            return (f"group {got.row}'s rewards are all equal, and its advantages must be exactly 0 (the text): "
+                    f"yours reach {got.worst:.3g} (in float32 the mean of equal rewards is not always exactly "
+                    f"that value, so r - mean is not exactly 0: set such groups to 0 explicitly)")
+        if isinstance(expected, NotExactlyZero):
+            return "not exactly 0 where the rewards are equal"
+        return inner(expected, got)  # answers in words, never raises
+
+    return check
+
+
 check_group_advantages = Exercise(
     "group_advantages",
     reference=group_advantages,
     reference_name="ppo_lib.rlhf.grpo.group_advantages",
-    run=watching_inputs("rewards"),
-    compare=tensor_compare("a torch.Tensor of shape (n_prompts, G), the shape of rewards (one advantage per "
-                            "response)"),
+    run=_run_group,
+    compare=_group_compare_factory("a torch.Tensor of shape (n_prompts, G), the shape of rewards (one advantage "
+                                   "per response)"),
     cases=[
         Case((tensor_of([1, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], dtype=torch.float32),),
              "rewards of shape (4, 4) in float32: 4 prompts, G=4 answers each, scored 1 (right) or 0 (wrong); "
@@ -192,6 +251,10 @@ check_group_advantages = Exercise(
              "rewards of shape (3, 2): G=2, the smallest group"),
         Case((tensor_of([0.5, 1.5, -0.5, 2.0, 0.0, 1.0]),),
              "rewards of shape (1, 6): a single prompt (n_prompts=1), G=6"),
+        Case((tensor_of([0.7] * 8, [0.3, 0.9, 0.7, 0.7, 0.1, 0.5, 0.7, 0.2], dtype=torch.float32),),
+             "rewards of shape (2, 8) in float32 (the chapter's dtype): the first group's rewards are all 0.7; "
+             "in float32 their mean is not exactly 0.7, and (r - mean) / (std + 1e-4) is about 1e-3 there, not "
+             "the exact 0 the text asks for"),
         Case((tensor_of([0.7, 0.7, 0.7, 0.7, 0.7], [0.1, 0.1, 0.1, 0.1, 2.0]),),
              "rewards of shape (2, 5): the first group's rewards are all 0.7 (advantage 0, not nan), the second "
              "has one outlier"),
@@ -224,12 +287,18 @@ check_group_advantages = Exercise(
                 "a group whose rewards are all equal has std 0, and 0 / 0 = nan: add eps = 1e-4 to the std "
                 "(std + 1e-4), and such a group gets advantage 0 (no learning signal)."),
         Mistake("no eps", lambda r: _group(r, eps=0.0), _GROUP_EPS),
+        Mistake("equal groups not set to 0", lambda r: _group(r, zero_equal=False),
+                "a group whose rewards are all equal must get advantages of exactly 0: in float32, r - mean is "
+                "not always exactly 0 there (the mean of eight 0.7s is not exactly 0.7), and divided by std + "
+                "1e-4 it becomes about 1e-3; set such groups to 0 (masked_fill where max == min)."),
         Mistake("chapter 8's eps", lambda r: _group(r, eps=1e-8, eps_where="inside"), _GROUP_EPS),
         Mistake("eps under the square root", lambda r: _group(r, eps_where="inside"),
                 "add eps to the standard deviation, std + 1e-4, not to the variance under the square root "
                 "(sqrt(var + 1e-4)): the two differ when the rewards of a group are close."),
     ],
 )
+
+_GROUP_MISTAKES.update(m.impl for m in check_group_advantages.mistakes)
 
 # ---------------------------------------------------------------- the k3 estimator of the KL
 
@@ -284,7 +353,10 @@ check_k3_kl = Exercise(
     reference_name="ppo_lib.rlhf.kl.kl_per_token(logprobs, ref_logprobs, 'k3')",
     run=_run_k3,
     compare=tensor_compare("a torch.Tensor of the shape of logprobs (B, L), one k3 per token (GRPO's loss "
-                            "differentiates it)"),
+                            "differentiates it)",
+                           how={"gradient w.r.t. logprobs": "(out * w).sum().backward() with fixed weights w = "
+                                "torch.rand(logprobs.shape, generator=torch.Generator().manual_seed(4321), "
+                                "dtype=torch.float64) + 0.5; the gradient lands on the logprobs you were given"}),
     cases=[
         Case((tensor_of([-1.2, -0.3, -2.5, -0.05], [-0.7, -3.0, -1.1, -0.2]),
               tensor_of([-1.0, -0.9, -2.0, -0.05], [-1.5, -2.2, -1.1, -0.6])),

@@ -39,6 +39,11 @@ check_reinforce_loss = Exercise(
         Case(([-0.1, -2.0, -0.7], [1.0, -1.0, 0.5]), "logprobs=[-0.1, -2.0, -0.7], weights=[1.0, -1.0, 0.5]"),
         Case(([-1.2, -0.3, -2.5, -0.05], [0.5, 3.0, -2.0, 1.5]),
              "logprobs=[-1.2, -0.3, -2.5, -0.05], weights=[0.5, 3.0, -2.0, 1.5] (a batch of 4)"),
+        Case(([-0.4, -1.1, -0.9, -2.2, -0.6], [0.0, 1.5, 0.0, -2.0, 0.0]),
+             "weights with zeros (a zero advantage still counts in the batch mean): logprobs=[-0.4, -1.1, -0.9, "
+             "-2.2, -0.6], weights=[0, 1.5, 0, -2, 0]"),
+        Case(([round(-0.15 * k - 0.05, 2) for k in range(16)], [round((-1) ** k * (0.3 + 0.1 * k), 2) for k in range(16)]),
+             "a batch of 16 (sizes beyond the small cases)"),
     ],
     mistakes=[
         Mistake("sign", lambda lp, w: (lp * w.detach()).mean(),

@@ -56,11 +56,20 @@ def _cg_variant(Avp, b, iters, steepest=False, beta_inverted=False, no_residual_
     return x
 
 
+def _run_cg(fn, Avp, b, iters):
+    """The solution, and how many times it called ``Avp``: the text fixes one call per iteration (in TRPO
+    each is a Fisher-vector product, a double backward pass: the expensive part)."""
+    Avp = MatVec(Avp.A, Avp.name)  # a fresh counter for every call
+    x = fn(Avp, b, iters)
+    return {"x": x, "calls to Avp (the text: once per iteration, none after the residual is 0)": Avp.calls}
+
+
 _A2 = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=D)
 check_conjugate_gradient = Exercise(
     "conjugate_gradient",
     reference=lambda Avp, b, iters: conjugate_gradient(Avp, torch.as_tensor(b, dtype=D), iters),
     reference_name="ppo_lib.algos.trpo.conjugate_gradient",
+    run=_run_cg,
     cases=[
         Case((MatVec(_A2, "A=[[4,1],[1,3]]"), torch.tensor([1.0, 2.0], dtype=D), 1),
              "A=[[4, 1], [1, 3]], b=[1, 2], iters=1 (one step along b)"),

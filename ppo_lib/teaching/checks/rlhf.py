@@ -126,10 +126,19 @@ def _not_a_tensor(got: Any, wanted: str) -> str:
     return f"expected {wanted}, got a {_type_name(got)}{why}: {_show(got)}"
 
 
-def tensor_compare(wanted: str):
-    """``compare``, after checking that a torch tensor came back; ``wanted`` says what is expected."""
+def tensor_compare(wanted: str, how: dict | None = None):
+    """``compare``, after checking that a torch tensor came back; ``wanted`` says what is expected. ``how``:
+    {a compared key: how its value is computed}, said after a difference there, so that a learner can
+    reproduce a gradient dump."""
 
     def check(expected: Any, got: Any) -> str | None:
+        problem = check_values(expected, got)
+        for key, text in (how or {}).items():
+            if problem is not None and problem.startswith(key + ":"):
+                return f"{problem} (how it is computed: {text})"
+        return problem
+
+    def check_values(expected: Any, got: Any) -> str | None:
         if isinstance(got, ChangedInput):
             return (f"your function changed its input `{got.name}` in place (with -=, *=, an indexed assignment "
                     f"or a method ending in _): work on a copy, the caller still needs it")
@@ -228,7 +237,10 @@ check_gather_logprobs = Exercise(
     reference=gather_logprobs,
     reference_name="ppo_lib.rlhf.model.gather_logprobs",
     run=_run_gather,
-    compare=tensor_compare("a torch.Tensor of shape (B, L) (the PPO ratio exp(new - old) is computed from it)"),
+    compare=tensor_compare("a torch.Tensor of shape (B, L) (the PPO ratio exp(new - old) is computed from it)",
+                           how={"gradient w.r.t. logits": "(out * w).sum().backward() with fixed weights w = torch.rand("
+                                "B, L, generator=torch.Generator().manual_seed(1234), dtype=torch.float64) + 0.5, "
+                                "so that every entry matters; the gradient lands on the logits you were given"}),
     cases=[
         Case((_logits(0, 2, 5, 4), _tokens(0, 2, 5, 4), 2),
              "B=2 sequences of T=5 tokens, a vocabulary of V=4, prompt_len=2: L=3 response tokens; random logits"),
@@ -239,6 +251,8 @@ check_gather_logprobs = Exercise(
              "position 0"),
         Case((_logits(3, 2, 5, 3), _tokens(3, 2, 5, 3), 4),
              "B=2, T=5, V=3, prompt_len=4: a single response token (L=1)"),
+        Case((_logits(4, 12, 16, 11), _tokens(4, 12, 16, 11), 5),
+             "B=12 sequences of T=16 tokens, V=11, prompt_len=5 (L=11): sizes beyond the small cases"),
         Case((_CONFIDENT_LOGITS, _CONFIDENT_TOKENS, 1),
              "a confident model in float32 (the chapter's dtype): B=2, T=4, V=3, prompt_len=1, and "
              "tokens[0, 2] has a logit 120 below the favourite's (its log-prob is -120)"),
@@ -308,6 +322,11 @@ _KL1 = tensor_of([0.3, -0.2, 0.5, 0.7, 0.9], [0.1, 0.4, -0.3, 0.2, 0.6], [0.8, 0
 _M1 = tensor_of([1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0])
 _KL2 = tensor_of([0.2, -0.1, 0.3, 0.05, -0.4, 0.6], [0.25, 0.15, 0.35, 0.45, 0.55, 0.65])
 _M2 = tensor_of([1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0])
+_g12 = torch.Generator().manual_seed(12)
+_KL12 = torch.randn(12, 14, generator=_g12, dtype=D)
+_SCORES12 = torch.randn(12, generator=_g12, dtype=D) * 2
+_LEN12 = torch.tensor([1, 14, 7, 3, 14, 9, 2, 11, 5, 13, 6, 10])
+_M12 = (torch.arange(14)[None, :] < _LEN12[:, None]).to(D)
 _SHIFTED_SCORE = ("one slot too far: the score goes on the last real token, the <eos> itself (index "
                   "mask.sum(1) - 1), not on the padding slot after it, which the mask then zeroes out so the "
                   "score never reaches the policy (TRL issue 3750).")
@@ -333,6 +352,8 @@ check_per_token_rewards = Exercise(
              "L=1: one slot per response, B=2, beta=0.5, scores=[2, -1]"),
         Case((tensor_of([-0.3, 0.2, 0.1, 0.9]), tensor_of(0.25), tensor_of([1, 1, 0, 0]), 1.5),
              "B=1, L=4, the response ends at slot 1, beta=1.5, score=0.25"),
+        Case((_KL12, _SCORES12, _M12, 0.05),
+             "B=12 responses of L=14 slots (sizes beyond the small cases), random lengths from 1 to 14, beta=0.05"),
     ],
     mistakes=[
         Mistake("slot L-1", lambda *a: _ptr(*a, where="slot L-1"),
@@ -395,7 +416,9 @@ check_bradley_terry_loss = Exercise(
     reference=bradley_terry_loss,
     reference_name="ppo_lib.rlhf.reward_model.bradley_terry_loss",
     run=_run_bt,
-    compare=tensor_compare("a torch.Tensor holding the loss (the next cell calls loss.backward() on it)"),
+    compare=tensor_compare("a torch.Tensor holding the loss (the next cell calls loss.backward() on it)",
+                           how={f"gradient w.r.t. {k}": f"loss.backward() on the loss you returned; {k}.grad"
+                                for k in ("r_chosen", "r_rejected")}),
     cases=[
         Case((tensor_of(0.9), tensor_of(0.4)), "one pair: r_chosen=[0.9], r_rejected=[0.4]"),
         Case((tensor_of(2.0, -0.5, 0.3, 1.0), tensor_of(0.5, 1.0, 0.3, -2.0)),
@@ -461,11 +484,24 @@ def _whiten(x, mask, *, stats="masked", ddof=1, zero_padding=True, centre=True, 
     return out * mask if zero_padding else out
 
 
+def _whiten_eps_on_std(x, mask):
+    x, mask = torch.as_tensor(x, dtype=D), torch.as_tensor(mask, dtype=D)
+    n = mask.sum()
+    mean = (x * mask).sum() / n
+    centred = (x - mean) * mask
+    if n < 2:
+        return centred
+    return centred / (torch.sqrt((centred ** 2).sum() / (n - 1)) + 1e-8)
+
+
 _WHITEN_STATS = ("the mean and the std must come from the real tokens only: the padding values are not "
                  "advantages (here they are large on purpose). Use sums weighted by the mask, divided by "
                  "mask.sum().")
 _PADDING = "the result must be 0 on padding (outside the mask): multiply by the mask at the end."
 
+_gw = torch.Generator().manual_seed(21)
+_WX = torch.randn(6, 16, generator=_gw, dtype=D) * 3 + 1
+_WM = (torch.arange(16)[None, :] < torch.tensor([16, 1, 9, 4, 12, 7])[:, None]).to(D)
 _X1 = tensor_of([1.0, 2.0, 3.0, 100.0], [4.0, 5.5, 100.0, 100.0])
 _MW1 = tensor_of([1, 1, 1, 0], [1, 1, 0, 0])
 check_masked_whiten = Exercise(
@@ -487,6 +523,10 @@ check_masked_whiten = Exercise(
         Case((tensor_of([2.0, 2.0, 9.0], [2.0, 2.0, 2.0]), tensor_of([1, 1, 0], [1, 1, 1])),
              "every real token has the same value (std 0): with eps = 1e-8 inside the square root the result "
              "is 0, not nan"),
+        Case((tensor_of([1.0, 1.0001, 0.9999, 7.0], [1.00005, 0.99995, 5.0, 5.0]), tensor_of([1, 1, 1, 0], [1, 1, 0, 0])),
+             "real tokens that differ by about 1e-4 (variance about 1e-8, as large as eps): the text puts eps "
+             "= 1e-8 under the square root, sqrt(var + 1e-8); added to the std instead, it gives other values"),
+        Case((_WX, _WM), "x of shape (6, 16), random, rows of 1 to 16 real tokens (sizes beyond the small cases)"),
         Case((tensor_of([-0.2, 0.4, 1.1, -30.0], [0.9, -0.7, 30.0, -30.0], [0.3, 0.0, 0.0, 0.0]),
               tensor_of([1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0])),
              "x of shape (3, 4), rows of 3, 2 and 1 real tokens, padding of +-30"),
@@ -513,6 +553,9 @@ check_masked_whiten = Exercise(
                 "whiten over all the real tokens of the batch together (one mean, one std), not row by row."),
         Mistake("single element divided", lambda x, m: _whiten(x, m, single=False),
                 "with a single real token the unbiased std is undefined (n - 1 = 0): only centre it."),
+        Mistake("eps on the std", lambda x, m: _whiten_eps_on_std(x, m),
+                "eps = 1e-8 goes under the square root, sqrt(var + 1e-8), as the text writes it, not on the std "
+                "(std + 1e-8): the two differ when the real tokens are close together."),
         Mistake("no eps", lambda x, m: _whiten(x, m, eps=0.0),
                 "when every real token has the same value the std is 0: add eps = 1e-8 inside the square root, "
                 "sqrt(var + 1e-8), so nothing divides by 0."),
@@ -524,10 +567,14 @@ check_masked_whiten = Exercise(
 
 @_safe
 def _number_compare(expected: Any, got: Any) -> str | None:
-    """The new beta must be one number: a Python or NumPy scalar (a 0-d array or tensor will do too)."""
+    """The new beta must be one number: a Python or NumPy scalar. The chapter's next cell does
+    ``round(beta, 5)``, which a 0-d tensor or a 0-d array cannot do, so those are refused with that reason."""
     is_bool = isinstance(got, (bool, np.bool_)) or getattr(got, "dtype", None) in (torch.bool, np.bool_)
-    scalar = isinstance(got, (numbers.Real, np.number)) or (
-        isinstance(got, (np.ndarray, torch.Tensor)) and got.ndim == 0)
+    scalar = isinstance(got, (numbers.Real, np.number))
+    if got is not None and not is_bool and isinstance(got, (np.ndarray, torch.Tensor)) and got.ndim == 0:
+        return (f"expected a number (the new beta, a float), got a 0-d {_type_name(got)} ({_show(got)}): the "
+                f"chapter's next cell does round(beta, 5), which a {_type_name(got)} cannot do; return "
+                f"float(...) or .item()")
     if got is not None and (is_bool or not scalar):
         why = " (return only the new beta)" if isinstance(got, (tuple, list)) else ""
         return f"expected a number (the new beta, a float), got a {_type_name(got)}{why}: {_show(got)}"

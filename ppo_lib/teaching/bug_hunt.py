@@ -31,8 +31,8 @@ MYSTERY = base64.b64decode(b"ZWFybHkgc3RvcCBvbiB0aGUgd3JvbmcgS0w=").decode()
 
 #: Why a wrong guess does not fit the mystery run's evidence.
 _WHY_NOT = {
-    "none": "the mystery run never stops its epochs early although target_kl is set, and its largest KL of "
-            "an update is several times the healthy run's. Something is wrong.",
+    "none": "the mystery run never stops its epochs early although target_kl is set, while the healthy run "
+            "with the same settings stops early in some updates. Something is wrong.",
     "entropy sign": "read the configuration before the curves: the hunt's entropy_coef is 0, so the entropy "
                     "term is multiplied by 0 and its sign changes nothing. This bug could not have left a "
                     "trace in this run.",
@@ -41,7 +41,8 @@ _WHY_NOT = {
     "truncation as termination": "CartPole's time limit would only matter near 500 steps, and it would show "
                                  "in the critic (explained variance), not in the KL and the epoch count.",
     "value loss x100": "a dominating value loss would make the policy's steps *smaller* (lower KL, lower "
-                       "clip fraction); the mystery run's largest steps are larger than the healthy run's.",
+                       "clip fraction), so the target KL would stop the epochs *more* often; the mystery run "
+                       "never stops them.",
     "policy loss sign": "a minimised objective would drive the return *below* the random policy's; the "
                         "mystery run learns.",
 }
@@ -108,8 +109,8 @@ def check_bug_guess(guess) -> bool:
         print(f"✗ bug hunt: {guess!r} is not one of the candidates: " + ", ".join(repr(b) for b in BUGS))
         return False
     if guess == MYSTERY:
-        print(f"✓ bug hunt: right, {guess!r}: {BUGS[guess]}. The tell-tale panels: the epoch count always at "
-              f"its maximum although target_kl is set, and KL spikes far above anything the healthy run allows.")
+        print(f"✓ bug hunt: right, {guess!r}: {BUGS[guess]}. The tell-tale panel: the epoch count always at "
+              f"its maximum although target_kl is set, where the healthy run stops early in some updates.")
         return True
     print(f"✗ bug hunt: not {guess!r}: {_WHY_NOT[guess]}")
     return False

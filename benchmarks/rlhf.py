@@ -37,7 +37,7 @@ from benchmarks._record import RESULTS, header, write  # noqa: E402
 from ppo_lib.rlhf.best_of_n import best_of_n_curve, fit_gao  # noqa: E402
 from ppo_lib.rlhf.evaluate import evaluate_policy  # noqa: E402
 from ppo_lib.rlhf.model import n_parameters, resolve_device  # noqa: E402
-from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo  # noqa: E402
+from ppo_lib.rlhf.ppo import TokenPPOConfig, train_ppo  # noqa: E402
 from ppo_lib.rlhf.presets import presets  # noqa: E402
 from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain, sample_report  # noqa: E402
 from ppo_lib.rlhf.reward_model import RewardConfig, agreement, train_reward_model  # noqa: E402
@@ -55,7 +55,7 @@ def stages(threads: int, device: str) -> dict:
     t0 = time.perf_counter()
     rm = train_reward_model(sft, rm_cfg, progress=False, use_cache=False)
     t_rm = time.perf_counter() - t0
-    run = train_ppo(sft, rm, RLHFConfig(beta=0.1, **ppo_kw), progress=False)
+    run = train_ppo(sft, rm, TokenPPOConfig(beta=0.1, **ppo_kw), progress=False)
     its = len(run.history.seconds)
     row = {"threads": threads, "device": device, "n_parameters": n_parameters(sft.model), "pretrain_s": round(t_pre, 2), "reward_model_s": round(t_rm, 2),
            "ppo_run_s": round(run.seconds, 2), "ppo_iterations": its,
@@ -72,7 +72,7 @@ def sweep(sft, rm, seeds, device) -> dict:
     for beta in BETAS:
         out[str(beta)] = []
         for seed in seeds:
-            run = train_ppo(sft, rm, RLHFConfig(beta=beta, seed=seed), progress=False)
+            run = train_ppo(sft, rm, TokenPPOConfig(beta=beta, seed=seed), progress=False)
             final = evaluate_policy(run.policy, sft.model, rm.model)
             h = run.history
             out[str(beta)].append({"seed": seed, "seconds": round(run.seconds, 2), "final": final,
@@ -155,7 +155,7 @@ def main() -> None:
     for section in args.only:  # which command made which part of the file
         record.setdefault("provenance", {})[section] = header(device=device)
     record["settings"] = {"pretrain": dataclasses.asdict(PretrainConfig()), "reward": dataclasses.asdict(RewardConfig()),
-                          "ppo": dataclasses.asdict(RLHFConfig())}
+                          "ppo": dataclasses.asdict(TokenPPOConfig())}
     if "stages" in args.only:
         record["stages"] = [stages(1, device), stages(2, device)]
     torch.set_num_threads(1)

@@ -35,7 +35,7 @@ from ppo_lib.rlhf.dpo import DPOConfig, train_dpo  # noqa: E402
 from ppo_lib.rlhf.evaluate import evaluate_policy  # noqa: E402
 from ppo_lib.rlhf.grpo import GRPOConfig, train_grpo  # noqa: E402
 from ppo_lib.rlhf.model import n_parameters  # noqa: E402
-from ppo_lib.rlhf.ppo import RLHFConfig  # noqa: E402
+from ppo_lib.rlhf.ppo import TokenPPOConfig  # noqa: E402
 from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain  # noqa: E402
 from ppo_lib.rlhf.reward_model import RewardConfig, train_reward_model  # noqa: E402
 
@@ -84,7 +84,7 @@ def main() -> None:
     rm = train_reward_model(sft, progress=False)
     record["settings"] = {"pretrain": dataclasses.asdict(PretrainConfig()), "reward": dataclasses.asdict(RewardConfig()),
                           "dpo": dataclasses.asdict(DPOConfig()), "grpo": dataclasses.asdict(GRPOConfig()),
-                          "ppo": dataclasses.asdict(RLHFConfig())}
+                          "ppo": dataclasses.asdict(TokenPPOConfig())}
     record["sft"] = _final(evaluate_policy(sft.model, sft.model, rm.model))
     record["n_parameters"] = n_parameters(sft.model)
     record["models_in_memory"] = MODELS_IN_MEMORY
@@ -96,7 +96,9 @@ def main() -> None:
     results: dict = {}
     # PPO: the sweep of benchmarks/rlhf.py (same SFT, reward model, evaluator and seeds)
     ppo = json.loads((RESULTS / "rlhf.json").read_text())
-    if ppo["settings"]["ppo"] != record["settings"]["ppo"] or ppo["settings"]["reward"] != record["settings"]["reward"]:
+    # the file may predate the renamed fields (vf_coef -> value_coef ...): compare by today's names
+    ppo_then = {TokenPPOConfig.RENAMED.get(k, k): v for k, v in ppo["settings"]["ppo"].items()}
+    if ppo_then != record["settings"]["ppo"] or ppo["settings"]["reward"] != record["settings"]["reward"]:
         raise SystemExit("results/rlhf.json was made with other settings: run benchmarks/rlhf.py first")
     results["PPO"] = {"knob": "beta", "points": {
         b: [{"seed": r["seed"], "knob": float(b), "seconds": r["seconds"], "final": r["final"]} for r in runs if r["seed"] in seeds]
@@ -130,7 +132,7 @@ def timing(sft, rm) -> dict:
     from ppo_lib.rlhf.ppo import train_ppo
 
     out = {}
-    for method, fn in (("PPO", lambda: train_ppo(sft, rm, RLHFConfig(beta=0.1), progress=False)),
+    for method, fn in (("PPO", lambda: train_ppo(sft, rm, TokenPPOConfig(beta=0.1), progress=False)),
                        ("GRPO", lambda: train_grpo(sft, rm, GRPOConfig(), progress=False)),
                        ("RLOO", lambda: train_grpo(sft, rm, GRPOConfig(baseline="rloo"), progress=False)),
                        ("DPO", lambda: train_dpo(sft, rm.pairs, DPOConfig(), progress=False)),

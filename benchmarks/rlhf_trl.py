@@ -348,7 +348,7 @@ def run_ours(iterations: int = 5, batch_size: int = 64, response_len: int = 16, 
     t_import = time.perf_counter()
     from ppo_lib.rlhf import language as lang
     from ppo_lib.rlhf.model import n_parameters
-    from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo
+    from ppo_lib.rlhf.ppo import TokenPPOConfig, train_ppo
     from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain
     from ppo_lib.rlhf.reward_model import RewardConfig, train_reward_model
     import_seconds = time.perf_counter() - t_import
@@ -360,7 +360,8 @@ def run_ours(iterations: int = 5, batch_size: int = 64, response_len: int = 16, 
     sft = pretrain(PretrainConfig(steps=SFT_STEPS, batch_size=SFT_BATCH, lr=SFT_LR), device="cpu",
                    progress=False, use_cache=False)
     reward = train_reward_model(sft, RewardConfig(n_pairs=64, epochs=1), progress=False, use_cache=False)
-    config = RLHFConfig(iterations=iterations + 1, batch_size=batch_size, epochs=epochs, minibatches=minibatches)
+    config = TokenPPOConfig(iterations=iterations + 1, batch_size=batch_size, epochs=epochs,
+                            num_minibatches=minibatches)
     setup_seconds = time.perf_counter() - t_call
     memory = _PeakMemory()
     memory.loop_starts()

@@ -37,8 +37,8 @@ OUT = RESULTS / "rlvr.json"
 VARIANTS = {**GRPO_VARIANTS, "grpo_kl": {"beta": 0.04, "kl": "loss_k3"}, "ppo": {"trainer": "ppo"}}
 # the baseline with a critic: chapter 8's PPO on the verifier (value model from the SFT trunk), the
 # same batch of 128 answers, epochs, minibatches and lr as the GRPO preset, no KL; it samples
-# without the key/value cache (RLHFConfig has no such switch: its settings are chapter 8's)
-PPO_SETTINGS = {"beta": 0.0, "batch_size": 128, "epochs": 2, "minibatches": 2, "lr": 1e-4}
+# without the key/value cache (TokenPPOConfig has no such switch: its settings are chapter 8's)
+PPO_SETTINGS = {"beta": 0.0, "batch_size": 128, "epochs": 2, "num_minibatches": 2, "lr": 1e-4}
 KS = (1, 4, 16, 64)
 
 
@@ -54,11 +54,11 @@ def _eval(policy, task, ref=None) -> dict:
 
 
 def run_ppo(sft, seed: int, iterations: int) -> dict:
-    from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo
+    from ppo_lib.rlhf.ppo import TokenPPOConfig, train_ppo
 
     task = sft.task
     t0 = time.perf_counter()
-    result = train_ppo(sft, None, RLHFConfig(**PPO_SETTINGS, iterations=iterations, seed=seed), progress=False)
+    result = train_ppo(sft, None, TokenPPOConfig(**PPO_SETTINGS, iterations=iterations, seed=seed), progress=False)
     seconds = time.perf_counter() - t0
     h = result.history
     n = len(h.gold)

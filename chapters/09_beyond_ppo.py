@@ -556,7 +556,7 @@ display(method_explorer)
 # from the paper's rule (×2 / ÷2 at 1.5× / ÷1.5), which is ours. For the TRL and OpenRLHF columns, `gamma`/`lam`
 # are per token, as in chapter 8.
 #
-# **B. PPO on tokens (`ppo_lib.rlhf.ppo.RLHFConfig`).** SB3, CleanRL and RLlib have no equivalent for any row: "—".
+# **B. PPO on tokens (`ppo_lib.rlhf.ppo.TokenPPOConfig`).** SB3, CleanRL and RLlib have no equivalent for any row: "—".
 #
 # | Ours (default) | TRL 1.0.0 `PPOConfig` | OpenRLHF 0.11.0 flag (0.10.1.post2 name) |
 # |---|---|---|
@@ -568,12 +568,12 @@ display(method_explorer)
 # | `ptx_coef` 0.0 | — | — in 0.11.0; `--ptx_coef 0.05` up to 0.10.1.post2 |
 # | `batch_size` 64 responses | `batch_size` is computed: `per_device_train_batch_size` (8) × `gradient_accumulation_steps` × world size | `--rollout.batch_size 1024` prompts × `--rollout.n_samples_per_prompt 1` (`--rollout_batch_size`, `--n_samples_per_prompt`) |
 # | `epochs` 4 | `num_ppo_epochs=4` | `--train.max_epochs 1` (`--max_epochs`) |
-# | `minibatches` 2 | `num_mini_batches=1` | implied: rollout batch × samples ÷ `--train.batch_size 128` |
+# | `num_minibatches` 2 | `num_mini_batches=1` | implied: rollout batch × samples ÷ `--train.batch_size 128` |
 # | `clip_eps` 0.2 | `cliprange=0.2` | `--actor.eps_clip 0.2` (`--eps_clip`) |
-# | `value_clip` 0.2 | `cliprange_value=0.2` | `--critic.value_clip 0.5` (`--value_clip`) |
-# | `vf_coef` 0.1 | `vf_coef=0.1` | — (separate critic model and optimiser) |
+# | `value_clip_range` 0.2 | `cliprange_value=0.2` | `--critic.value_clip 0.5` (`--value_clip`) |
+# | `value_coef` 0.1 | `vf_coef=0.1` | — (separate critic model and optimiser) |
 # | `gamma` 1.0 | `gamma=1.0` | `--algo.advantage.gamma 1` (`--gamma`) |
-# | `lam` 0.95 | `lam=0.95` | `--algo.advantage.lambd 1` (`--lambd`) |
+# | `gae_lambda` 0.95 | `lam=0.95` | `--algo.advantage.lambd 1` (`--lambd`) |
 # | `temperature` 1.0 | `temperature=0.7` | `--rollout.temperature 1.0` (`--temperature`) |
 # | `missing_eos_score` −1 | `missing_eos_penalty=None` (a positive number *subtracted* from the score) | `--reward.stop_properly_penalty_coef` None (if < 0, a fixed reward for truncated samples) (`--stop_properly_penalty_coef`) |
 # | `max_grad_norm` 1.0 | `max_grad_norm=1.0` (TrainingArguments) | `--actor.max_norm 1.0` (`--max_norm`) |

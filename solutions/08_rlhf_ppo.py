@@ -54,7 +54,7 @@ from ppo_lib.rlhf.best_of_n import best_of_n_curve, fit_gao, gao_curve
 from ppo_lib.rlhf.evaluate import evaluate_policy
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import generate, n_parameters, resolve_device
-from ppo_lib.rlhf.ppo import RLHFConfig, token_values, train_ppo
+from ppo_lib.rlhf.ppo import TokenPPOConfig, token_values, train_ppo
 from ppo_lib.rlhf.pretrain import pretrain, sample_report
 from ppo_lib.rlhf.reward_model import RewardConfig, agreement, score, score_texts, train_reward_model
 from ppo_lib.rlhf.token_advantages import token_gae
@@ -355,7 +355,7 @@ masked_whiten = check_masked_whiten(masked_whiten)
 # KL will the policy spend to get there?
 
 # %%
-config = RLHFConfig(beta=0.1)
+config = TokenPPOConfig(beta=0.1)
 print(config)
 run = train_ppo(sft, reward, config, rewards_fn=per_token_rewards, whiten_fn=masked_whiten)
 h = run.history
@@ -401,12 +401,12 @@ for (p, t0, g0, _), (_, t1, g1, _) in zip(before["samples"][:6], after["samples"
 #   $\beta \leftarrow \beta\,(1 + e\,n/H)$, where $n$ is the number of responses behind the
 #   measurement and $H$ a horizon (old TRL: target 6 nats, $H$ = 10 000). Unlike chapter 6's
 #   rule, it moves $\beta$ smoothly and by at most $0.2\,n/H$ per step.
-#   `RLHFConfig(adaptive_kl=True, kl_target=..., kl_horizon=...)`.
+#   `TokenPPOConfig(adaptive_kl=True, kl_target=..., kl_horizon=...)`.
 # - **PPO-ptx** (InstructGPT): add $\gamma_{ptx}$ times the pre-training log-likelihood to the
 #   objective, so the policy keeps its language while it chases the reward.
-#   `RLHFConfig(ptx_coef=...)`.
+#   `TokenPPOConfig(ptx_coef=...)`.
 # - **The KL estimator**: $k_1 = \log\pi - \log\pi_{ref}$ per token (unbiased, can be negative),
-#   or $k_3 = e^{-k_1} - 1 + k_1$ (unbiased, never negative). `RLHFConfig(kl_estimator="k3")`.
+#   or $k_3 = e^{-k_1} - 1 + k_1$ (unbiased, never negative). `TokenPPOConfig(kl_estimator="k3")`.
 #   Chapter 9 puts $k_3$ in the loss instead, as GRPO does.
 #
 # ### Exercise 8.5 — the adaptive KL controller
@@ -465,7 +465,7 @@ def beta_view(beta, live):
     """The data the widget shows for one beta: the file's seeds, or a live run (seed 0)."""
     if live:
         if beta not in live_runs:
-            r = train_ppo(sft, reward, RLHFConfig(beta=beta, seed=0), progress=False)
+            r = train_ppo(sft, reward, TokenPPOConfig(beta=beta, seed=0), progress=False)
             live_runs[beta] = {"seed": 0, "history": r.history.to_dict(),
                                "final": evaluate_policy(r.policy, sft.model, reward.model)}
         runs = [live_runs[beta]]

@@ -17,7 +17,7 @@ def seeded_numbers(sft, rm) -> dict:
     from ppo_lib.rlhf.dpo import DPOConfig, train_dpo
     from ppo_lib.rlhf.evaluate import evaluate_policy
     from ppo_lib.rlhf.grpo import GRPOConfig, train_grpo
-    from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo
+    from ppo_lib.rlhf.ppo import TokenPPOConfig, train_ppo
     from ppo_lib.rlhf.pretrain import sample_report
     from ppo_lib.rlhf.reward_model import sample_pairs
 
@@ -26,7 +26,7 @@ def seeded_numbers(sft, rm) -> dict:
            "reward_losses_last": rm.losses[-1] if hasattr(rm, "losses") else None}
     ev = evaluate_policy(sft.model, sft.model, rm.model, n=96)
     out["sft_eval"] = {k: v for k, v in ev.items() if k != "samples"}
-    ppo = train_ppo(sft, rm, RLHFConfig(beta=0.1, iterations=4), progress=False)
+    ppo = train_ppo(sft, rm, TokenPPOConfig(beta=0.1, iterations=4), progress=False)
     out["ppo"] = {k: getattr(ppo.history, k) for k in ("proxy", "gold", "kl", "clip_fraction", "value_loss")}
     for kl, baseline in (("loss_k3", "group"), ("reward_k1", "rloo"), ("none", "group")):
         g = train_grpo(sft, rm, GRPOConfig(kl=kl, baseline=baseline, iterations=4, beta=0.0 if kl == "none" else 0.04),

@@ -373,13 +373,13 @@ def _train_ppo_with_a_dict():
 
 RLHF_CASES = [
     Case("MESSAGE", "an unknown RLHF config field",
-         lambda: __import__("ppo_lib.rlhf.ppo").rlhf.ppo.RLHFConfig(kl_coef=0.1),
+         lambda: __import__("ppo_lib.rlhf.ppo").rlhf.ppo.TokenPPOConfig(kl_coef=0.1),
          TypeError, ("'kl_coef'", "Valid fields", "beta")),
     Case("MESSAGE", "an RLHF config field changed to a bad value",
          lambda: setattr(__import__("ppo_lib.rlhf.grpo").rlhf.grpo.GRPOConfig(), "beta", -1.0),
          ValueError, ("beta=-1.0", "[0, inf)")),
     Case("MESSAGE", "a dict as train_ppo's config", _train_ppo_with_a_dict,
-         TypeError, ("dict", "RLHFConfig(**your_dict)")),
+         TypeError, ("dict", "TokenPPOConfig(**your_dict)")),
     Case("MESSAGE", "a PretrainResult where generate wants a model", _generate_with_a_pretrain_result,
          TypeError, ("PretrainResult", "pass `result.model`")),
 ]

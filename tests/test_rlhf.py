@@ -17,7 +17,7 @@ from ppo_lib.rlhf.evaluate import evaluate_policy
 from ppo_lib.rlhf.kl import AdaptiveKLController, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import (GPT, GPTConfig, ScalarModel, gather_logprobs, generate, response_logprobs,
                                 response_mask)
-from ppo_lib.rlhf.ppo import RLHFConfig, collect, ppo_token_loss, train_ppo
+from ppo_lib.rlhf.ppo import TokenPPOConfig, collect, ppo_token_loss, train_ppo
 from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain
 from ppo_lib.rlhf.reward_model import (RewardConfig, agreement, bradley_terry_loss, eos_positions, sample_pairs,
                                        score, train_reward_model)
@@ -274,7 +274,7 @@ def test_eos_positions_read_the_score_at_eos_or_the_last_slot():
 def test_ppo_token_loss_is_the_library_losses_on_the_real_tokens():
     torch.manual_seed(0)
     policy, rm = GPT(), ScalarModel()
-    config = RLHFConfig(beta=0.1)
+    config = TokenPPOConfig(beta=0.1)
     ro = collect(policy, GPT(), rm, rm, config, 0.1, torch.Generator().manual_seed(0), np.random.default_rng(0))
     with torch.no_grad():  # perturb so ratios differ from 1 and clipping matters
         for p in policy.parameters():
@@ -296,7 +296,7 @@ def test_ppo_token_loss_is_the_library_losses_on_the_real_tokens():
 def test_rollout_rewards_kl_and_missing_eos_score():
     torch.manual_seed(0)
     policy, rm = GPT(), ScalarModel()  # an untrained model rarely emits <eos> in time
-    config = RLHFConfig(beta=0.0, missing_eos_score=-1.0, batch_size=32)
+    config = TokenPPOConfig(beta=0.0, missing_eos_score=-1.0, batch_size=32)
     ro = collect(policy, policy, rm, rm, config, 0.0, torch.Generator().manual_seed(0), np.random.default_rng(0))
     has_eos = (ro.tokens[:, lang.PROMPT_LEN:] == lang.EOS_ID).any(1)
     assert (~has_eos).any()
@@ -310,14 +310,14 @@ def test_rollout_rewards_kl_and_missing_eos_score():
     ({"temperature": 0}, "temperature=0"),
     ({"kl_estimator": "exact"}, "kl_estimator='exact'"),
     ({"clip_eps": 1.5}, "clip_eps=1.5"),
-    ({"minibatches": 100}, "minibatches=100"),
+    ({"num_minibatches": 100}, "num_minibatches=100"),
     ({"adaptive_kl": "yes"}, "adaptive_kl='yes'"),
     ({"beta": 0.0, "adaptive_kl": True}, "beta=0 with adaptive_kl=True"),
     ({"iterations": 0}, "iterations=0"),
 ])
 def test_rlhf_config_rejects_bad_values(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(")):
-        RLHFConfig(**kwargs)
+        TokenPPOConfig(**kwargs)
 
 
 def test_reward_model_needs_two_pairs():
@@ -354,7 +354,7 @@ def test_cache_is_keyed_by_settings_and_never_trusts_a_broken_file(tmp_path, mon
 
 
 def test_same_seed_same_numbers_on_the_cpu(rlhf_sft, rlhf_reward):
-    runs = [train_ppo(rlhf_sft, rlhf_reward, RLHFConfig(iterations=2, batch_size=16, seed=4), progress=False)
+    runs = [train_ppo(rlhf_sft, rlhf_reward, TokenPPOConfig(iterations=2, batch_size=16, seed=4), progress=False)
             for _ in range(2)]
     assert runs[0].history.proxy == runs[1].history.proxy
     assert runs[0].history.kl == runs[1].history.kl
@@ -365,14 +365,14 @@ def test_interrupt_keeps_the_policy_and_history(rlhf_sft, rlhf_reward):
         if len(history) == 2:
             raise KeyboardInterrupt
 
-    result = train_ppo(rlhf_sft, rlhf_reward, RLHFConfig(iterations=5, batch_size=16), progress=False, callback=stop)
+    result = train_ppo(rlhf_sft, rlhf_reward, TokenPPOConfig(iterations=5, batch_size=16), progress=False, callback=stop)
     assert result.interrupted and len(result.history.gold) == 2
 
     def crash(history):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError) as info:
-        train_ppo(rlhf_sft, rlhf_reward, RLHFConfig(iterations=5, batch_size=16), progress=False, callback=crash)
+        train_ppo(rlhf_sft, rlhf_reward, TokenPPOConfig(iterations=5, batch_size=16), progress=False, callback=crash)
     assert len(info.value.partial_result.history.gold) == 1
 
 
@@ -421,7 +421,7 @@ def sft_eval(rlhf_sft, rlhf_reward):
 
 
 def test_ppo_with_beta_0_1_raises_gold_by_one_within_ten_nats(rlhf_sft, rlhf_reward, sft_eval):
-    run = train_ppo(rlhf_sft, rlhf_reward, RLHFConfig(beta=0.1, seed=0), progress=False)
+    run = train_ppo(rlhf_sft, rlhf_reward, TokenPPOConfig(beta=0.1, seed=0), progress=False)
     ev = evaluate_policy(run.policy, rlhf_sft.model, rlhf_reward.model)
     assert ev["gold"] >= sft_eval["gold"] + 1.0, (ev, sft_eval)
     assert 0 < ev["kl"] < 10
@@ -437,7 +437,7 @@ def test_ppo_with_beta_0_over_optimises_the_reward_model(rlhf_sft, rlhf_reward, 
     AVX-512 machine here seeds 0-2 end at gold +1.24 to +1.50 (proxy +3.0, KL 6.2-6.9), seed 1
     after a dip to -1.75. What holds on both: the proxy gains more than 2 over the SFT model,
     at least 1 more than the gold does, and the KL passes 5 nats."""
-    run = train_ppo(rlhf_sft, rlhf_reward, RLHFConfig(beta=0.0, seed=0), progress=False)
+    run = train_ppo(rlhf_sft, rlhf_reward, TokenPPOConfig(beta=0.0, seed=0), progress=False)
     ev = evaluate_policy(run.policy, rlhf_sft.model, rlhf_reward.model)
     proxy_gain, gold_gain = ev["proxy"] - sft_eval["proxy"], ev["gold"] - sft_eval["gold"]
     assert proxy_gain > 2.0, ev

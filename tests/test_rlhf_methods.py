@@ -217,7 +217,7 @@ def test_grpo_loss_without_kl_and_at_ratio_one_is_the_advantage_mean():
                                            ({"baseline": "median"}, "baseline='median': must be one of 'group', 'rloo', 'mean'"),
                                            ({"clip_eps": 1.0}, r"clip_eps=1.0: must be in \(0, 1\)"),
                                            ({"temperature": 0}, "temperature=0"),
-                                           ({"minibatches": 65}, "minibatches=65: more than the 64 responses"),
+                                           ({"num_minibatches": 65}, "num_minibatches=65: more than the 64 responses"),
                                            ({"prompts_per_iteration": 0}, "prompts_per_iteration=0")])
 def test_grpo_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -17,7 +17,7 @@ from ppo_lib.rlhf.evaluate import evaluate_verifier, pass_at_k
 from ppo_lib.rlhf.grpo import (GRPOConfig, aggregation_weights, collect_groups, group_advantages, grpo_loss,
                                mean_advantages, rloo_advantages, select_groups, train_grpo)
 from ppo_lib.rlhf.model import GPT, GPTConfig, frozen_copy, generate
-from ppo_lib.rlhf.ppo import RLHFConfig, train_ppo
+from ppo_lib.rlhf.ppo import TokenPPOConfig, train_ppo
 from ppo_lib.rlhf.dpo import DPOConfig, train_dpo
 from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain
 from ppo_lib.rlhf.reward_model import RewardConfig, train_reward_model
@@ -242,7 +242,7 @@ def test_a_learners_task_runs_through_pretraining_grpo_ppo_dpo_and_evaluation(tm
     assert len(h.gold) == 3 and all(0 <= g <= 1 for g in h.gold)
     assert all(n >= 16 for n in h.responses_sampled)
     assert all(t > 0 for t in h.rollout_seconds + h.update_seconds)
-    ppo = train_ppo(sft, None, RLHFConfig(iterations=2, batch_size=16), progress=False)
+    ppo = train_ppo(sft, None, TokenPPOConfig(iterations=2, batch_size=16), progress=False)
     assert len(ppo.history.gold) == 2
     ev = evaluate_verifier(run.policy, task, n_prompts=8, samples_per_prompt=4, ks=(1, 4))
     assert 0 <= ev["pass_at_k"][1] <= ev["pass_at_k"][4] <= 1

@@ -15,7 +15,7 @@ with its own group. One iteration, in execution order (``n`` prompts, ``G`` samp
      over the group (:func:`group_advantages`);
    - ``"rloo"`` (RLOO): :math:`A_i = r_i - \frac{1}{G-1}\sum_{j\ne i} r_j`
      (:func:`rloo_advantages`).
-3. **Update**: ``epochs`` passes of ``minibatches`` minibatches on the GRPO objective
+3. **Update**: ``epochs`` passes of ``num_minibatches`` num_minibatches on the GRPO objective
    (Shao et al. 2024, eq. 3), to be maximised:
 
    .. math:: J = \frac1B\sum_{i=1}^{B} \frac{1}{|o_i|}\sum_{t=1}^{|o_i|}\Big[
@@ -247,6 +247,8 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
 class GRPOConfig:
     """GRPO / RLOO on tokens. Each default names its source."""
 
+    RENAMED = {"minibatches": "num_minibatches"}
+
     group_size: int = 8               # G: TRL's num_generations 8 (the paper: 64)
     prompts_per_iteration: int = 8    # 64 responses an iteration, as chapter 8's PPO
     beta: float = 0.04                # Shao et al. 2024 (TRL's default is 0 today)
@@ -254,7 +256,7 @@ class GRPOConfig:
     baseline: str = "group"           # "group": GRPO's (r - mean) / std; "rloo": leave-one-out
     clip_eps: float = 0.2             # Shao et al. 2024; TRL epsilon 0.2
     epochs: int = 2                   # passes over each batch (TRL num_iterations, the paper's mu)
-    minibatches: int = 2
+    num_minibatches: int = 2
     lr: float = 5e-4                  # for this 100k-parameter model, as chapter 8's PPO
     iterations: int = 60
     temperature: float = 1.0          # the same in rollouts and in training forwards (Huang et al. 2024)
@@ -280,9 +282,9 @@ class GRPOConfig:
         check_choice(self, "baseline", BASELINES)
         check_range(self, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
         check_range(self, "epochs", 1, integer=True)
-        check_range(self, "minibatches", 1, integer=True)
-        if self.minibatches > self.group_size * self.prompts_per_iteration:
-            raise ValueError(f"minibatches={self.minibatches}: more than the {self.batch_size} responses of an "
+        check_range(self, "num_minibatches", 1, integer=True)
+        if self.num_minibatches > self.group_size * self.prompts_per_iteration:
+            raise ValueError(f"num_minibatches={self.num_minibatches}: more than the {self.batch_size} responses of an "
                              f"iteration (group_size x prompts_per_iteration)")
         check_range(self, "lr", 0.0, 1.0, low_open=True)
         check_range(self, "iterations", 1, integer=True)
@@ -476,7 +478,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult | None = None, con
             for _ in range(config.epochs):
                 perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
                     int(rng.integers(2**31)))).to(dev)
-                for idx in perm.chunk(config.minibatches):
+                for idx in perm.chunk(config.num_minibatches):
                     new_logprobs = response_logprobs(policy, ro.tokens[idx], P, config.temperature)
                     loss, info = grpo_loss(new_logprobs, ro.logprobs[idx], ro.ref_logprobs[idx], ro.advantages[idx],
                                            ro.mask[idx], config.clip_eps, loss_beta, config.loss_aggregation,

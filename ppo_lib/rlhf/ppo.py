@@ -9,7 +9,7 @@ One iteration, in execution order (the shapes: ``B`` responses, ``L`` response s
 2. **Rewards**: ``-beta * kl_t`` on every token plus the score on the last token
    (:func:`ppo_lib.rlhf.token_advantages.per_token_rewards`).
 3. **Advantages**: GAE over tokens (``gamma`` 1, ``lambda`` 0.95), whitened over the mask.
-4. **Update**: ``epochs`` passes of ``minibatches`` minibatches. The loss is chapter 5's:
+4. **Update**: ``epochs`` passes of ``num_minibatches`` minibatches. The loss is chapter 5's:
    :func:`ppo_lib.losses.clipped_surrogate` and :func:`ppo_lib.losses.clipped_value_loss`
    on the real (masked) tokens, plus optionally InstructGPT's PPO-ptx term
    ``ptx_coef * NLL`` on fresh pre-training strings.
@@ -45,8 +45,15 @@ from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_
 
 @validated
 @dataclasses.dataclass
-class RLHFConfig:
-    """PPO on tokens. Each default names its source."""
+class TokenPPOConfig:
+    """PPO on tokens. Each default names its source. The names are the RL core's
+    (:class:`ppo_lib.algos.ppo.PPOConfig`) where the idea is the same: ``value_coef``,
+    ``gae_lambda``; ``num_minibatches`` is a count (the core's ``minibatch_size`` a size), and
+    ``value_clip_range`` the value clip's own range (the core's ``clip_value`` switch reuses
+    ``clip_eps``)."""
+
+    RENAMED = {"vf_coef": "value_coef", "lam": "gae_lambda", "value_clip": "value_clip_range",
+               "minibatches": "num_minibatches"}
 
     beta: float = 0.05              # KL coefficient: TRL's kl_coef 0.05 (InstructGPT used 0.02)
     kl_estimator: str = "k1"        # k1 in the reward: InstructGPT eq. 2, TRL's default
@@ -57,13 +64,13 @@ class RLHFConfig:
     iterations: int = 80
     batch_size: int = 64            # responses per iteration
     epochs: int = 4                 # TRL: 4 PPO epochs
-    minibatches: int = 2
+    num_minibatches: int = 2
     lr: float = 1e-3                # tuned here for this 100k-parameter model (big models use ~1e-6)
     clip_eps: float = 0.2           # PPO paper; TRL cliprange 0.2
-    value_clip: float = 0.2         # TRL cliprange_value 0.2 (in units of the reward model's score)
-    vf_coef: float = 0.1            # TRL vf_coef 0.1
+    value_clip_range: float = 0.2   # TRL cliprange_value 0.2 (in units of the reward model's score)
+    value_coef: float = 0.1         # TRL vf_coef 0.1
     gamma: float = 1.0              # TRL, Zheng et al. 2023: no discount within a response
-    lam: float = 0.95               # TRL, Zheng et al. 2023
+    gae_lambda: float = 0.95        # TRL, Zheng et al. 2023
     temperature: float = 1.0        # the same in rollouts and in training forwards (Huang et al. 2024)
     missing_eos_score: float = -1.0  # the score of a response with no <eos> (Huang et al. 2024: -1)
     max_grad_norm: float = 1.0      # TRL's default
@@ -82,15 +89,15 @@ class RLHFConfig:
         check_range(self, "iterations", 1, integer=True)
         check_range(self, "batch_size", 2, integer=True)
         check_range(self, "epochs", 1, integer=True)
-        check_range(self, "minibatches", 1, integer=True)
-        if self.minibatches > self.batch_size:
-            raise ValueError(f"minibatches={self.minibatches}: more than batch_size={self.batch_size} responses")
+        check_range(self, "num_minibatches", 1, integer=True)
+        if self.num_minibatches > self.batch_size:
+            raise ValueError(f"num_minibatches={self.num_minibatches}: more than batch_size={self.batch_size} responses")
         check_range(self, "lr", 0.0, 1.0, low_open=True)
         check_range(self, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
-        check_range(self, "value_clip", 0.0, low_open=True)
-        check_range(self, "vf_coef", 0.0)
+        check_range(self, "value_clip_range", 0.0, low_open=True)
+        check_range(self, "value_coef", 0.0)
         check_range(self, "gamma", 0.0, 1.0)
-        check_range(self, "lam", 0.0, 1.0)
+        check_range(self, "gae_lambda", 0.0, 1.0)
         check_temperature(self.temperature)
         check_range(self, "missing_eos_score", -100.0, 100.0)
         check_range(self, "max_grad_norm", 0.0, low_open=True)
@@ -101,7 +108,7 @@ class RLHFConfig:
 
 
 @dataclasses.dataclass
-class RLHFHistory(SampledHistory):
+class TokenPPOHistory(SampledHistory):
     """One entry per iteration (see :class:`SampledHistory`), plus PPO's beta and value loss."""
 
     beta: list[float] = dataclasses.field(default_factory=list)
@@ -109,11 +116,11 @@ class RLHFHistory(SampledHistory):
 
 
 @dataclasses.dataclass
-class RLHFResult:
+class TokenPPOResult:
     policy: GPT
     value_model: ScalarModel
-    history: RLHFHistory
-    config: RLHFConfig
+    history: TokenPPOHistory
+    config: TokenPPOConfig
     interrupted: bool = False
     tokens_generated: int = 0
     seconds: float = 0.0
@@ -144,7 +151,7 @@ def _ptx_batch(n: int, seed: int, device, task: Task = lang.TASK) -> torch.Tenso
 
 
 @torch.no_grad()
-def collect(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value_model: ScalarModel, config: RLHFConfig,
+def collect(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value_model: ScalarModel, config: TokenPPOConfig,
             beta: float, generator: torch.Generator, rng: np.random.Generator,
             rewards_fn: Callable = per_token_rewards, whiten_fn: Callable = masked_whiten,
             task: Task = lang.TASK) -> Rollout:
@@ -163,14 +170,14 @@ def collect(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value_model
                              torch.full((len(prompts),), config.missing_eos_score, device=dev))
     kl = kl_per_token(logprobs, ref_logprobs, config.kl_estimator)
     rewards = rewards_fn(kl, scores, mask, beta)
-    advantages, returns = token_gae(rewards, values, mask, config.gamma, config.lam)
+    advantages, returns = token_gae(rewards, values, mask, config.gamma, config.gae_lambda)
     if config.whiten_advantages:
         advantages = whiten_fn(advantages, mask)
     return Rollout(gen.tokens, mask, logprobs, ref_logprobs, values, scores, rewards, advantages, returns,
                    task.gold_scores(gen.prompts.cpu(), gen.responses.cpu()), ((logprobs - ref_logprobs) * mask).sum(1))
 
 
-def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torch.Tensor, config: RLHFConfig,
+def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torch.Tensor, config: TokenPPOConfig,
                    prompt_len: int = lang.PROMPT_LEN) -> tuple[torch.Tensor, dict]:
     """The clipped policy loss and the clipped value loss over the real tokens of a minibatch."""
     tokens, m = ro.tokens[idx], ro.mask[idx].bool()
@@ -179,18 +186,18 @@ def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torc
     ratio = log_ratio.exp()
     policy_loss = -clipped_surrogate(ratio[m], ro.advantages[idx][m], config.clip_eps)
     new_values = token_values(value_model, tokens, prompt_len)
-    v_loss = clipped_value_loss(new_values[m], ro.values[idx][m], ro.returns[idx][m], config.value_clip)
+    v_loss = clipped_value_loss(new_values[m], ro.values[idx][m], ro.returns[idx][m], config.value_clip_range)
     with torch.no_grad():
         lr_m = log_ratio[m]
         info = {"clip_fraction": float(((ratio[m] - 1).abs() > config.clip_eps).float().mean()),
                 "approx_kl": float((torch.expm1(-lr_m) + lr_m).mean()), "value_loss": float(v_loss)}
-    return policy_loss + config.vf_coef * v_loss, info
+    return policy_loss + config.value_coef * v_loss, info
 
 
-def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: RLHFConfig | None = None,
-              progress: bool = True, callback: Callable[[RLHFHistory], bool | None] | None = None,
+def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: TokenPPOConfig | None = None,
+              progress: bool = True, callback: Callable[[TokenPPOHistory], bool | None] | None = None,
               n_samples_logged: int = 4, rewards_fn: Callable = per_token_rewards,
-              whiten_fn: Callable = masked_whiten) -> RLHFResult:
+              whiten_fn: Callable = masked_whiten) -> TokenPPOResult:
     """Fine-tune a copy of the SFT model with PPO against ``reward``'s model.
 
     Ctrl+C (or a callback returning True) stops early and returns what was done;
@@ -198,7 +205,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: RLH
     ``rewards_fn`` and ``whiten_fn`` let a chapter plug in the learner's own per-token rewards
     and masked whitening (same signatures as the library's).
     """
-    config = check_config(config, RLHFConfig, "train_ppo")
+    config = check_config(config, TokenPPOConfig, "train_ppo")
     require_pretrained(sft)
     task = sft.task
     if reward is None:
@@ -218,8 +225,8 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: RLH
     opt = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     generator = torch.Generator(dev).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    history = RLHFHistory()
-    result = RLHFResult(policy, value_model, history, config)
+    history = TokenPPOHistory()
+    result = TokenPPOResult(policy, value_model, history, config)
     beta = config.beta
     callback = check_callback(callback)
     with training_run(result, config.iterations, f"PPO beta={config.beta:g}", progress,
@@ -233,7 +240,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: RLH
             for _ in range(config.epochs):
                 perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
                     int(rng.integers(2**31)))).to(dev)
-                for chunk in perm.chunk(config.minibatches):
+                for chunk in perm.chunk(config.num_minibatches):
                     loss, info = ppo_token_loss(policy, value_model, ro, chunk, config, task.prompt_len)
                     if config.ptx_coef > 0:
                         loss = loss + config.ptx_coef * lm_loss(
@@ -267,3 +274,18 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: RLH
                            gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}"):
                 break
     return result
+
+
+_OLD_NAMES = {"RLHFConfig": "TokenPPOConfig", "RLHFResult": "TokenPPOResult", "RLHFHistory": "TokenPPOHistory"}
+
+
+def __getattr__(name: str):
+    """The old class names (they named PPO alone "RLHF", though DPO and GRPO are RLHF too) work
+    for one release, with a warning."""
+    if name in _OLD_NAMES:
+        import warnings
+
+        warnings.warn(f"ppo_lib.rlhf.ppo.{name} is now {_OLD_NAMES[name]}; the old name goes in the next release",
+                      FutureWarning, stacklevel=2)
+        return globals()[_OLD_NAMES[name]]
+    raise AttributeError(f"module 'ppo_lib.rlhf.ppo' has no attribute {name!r}")

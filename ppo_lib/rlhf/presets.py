@@ -5,22 +5,22 @@ pays off. The CPU settings are the dataclasses' defaults."""
 from __future__ import annotations
 
 from ppo_lib.rlhf.model import GPTConfig
-from ppo_lib.rlhf.ppo import RLHFConfig
+from ppo_lib.rlhf.ppo import TokenPPOConfig
 from ppo_lib.rlhf.pretrain import PretrainConfig
 from ppo_lib.rlhf.reward_model import RewardConfig
 
 
 def presets(device: str) -> tuple[PretrainConfig, RewardConfig, dict]:
-    """``(pretrain config, reward config, RLHFConfig keyword arguments)`` for ``"cpu"`` or ``"cuda"``."""
+    """``(pretrain config, reward config, TokenPPOConfig keyword arguments)`` for ``"cpu"`` or ``"cuda"``."""
     if str(device).startswith("cuda"):
         model = GPTConfig(d_model=256, n_layers=4, n_heads=8)
         return (PretrainConfig(model=model, batch_size=512, steps=800, lr=1e-3),
                 RewardConfig(n_pairs=4000, batch_size=256, epochs=8),
-                {"batch_size": 512, "minibatches": 4, "lr": 3e-4})
+                {"batch_size": 512, "num_minibatches": 4, "lr": 3e-4})
     return PretrainConfig(), RewardConfig(), {}
 
 
-assert set(presets("cuda")[2]) <= set(RLHFConfig.__dataclass_fields__)
+assert set(presets("cuda")[2]) <= set(TokenPPOConfig.__dataclass_fields__)
 
 
 # --------------------------------------------------------------------------
@@ -47,5 +47,5 @@ def rlvr_presets(device: str = "cpu"):
     width = {"d_model": 256, "n_layers": 4, "n_heads": 8} if str(device).startswith("cuda") else {}
     pre = PretrainConfig(n_texts=64_000, steps=1000, batch_size=64, lr=2e-3, model=GPTConfig.for_task(TASK, **width))
     grpo = {"group_size": 8, "prompts_per_iteration": 16, "beta": 0.0, "kl": "none", "lr": 1e-4, "iterations": 150,
-            "epochs": 2, "minibatches": 2, "kv_cache": True}
+            "epochs": 2, "num_minibatches": 2, "kv_cache": True}
     return TASK, pre, grpo

@@ -42,17 +42,19 @@ def main() -> None:
         a, b, c = bench(checked), bench(bare), bench(check_only)
         print(f"PPO losses, minibatch {M}: {a:.1f} us checked, {b:.1f} us bare; the finiteness checks alone "
               f"{c:.1f} us (5 host reads per minibatch)")
-    try:
-        from ppo_lib.rlhf.model import GPT, GPTConfig
-    except ImportError:
-        return
+    from ppo_lib.rlhf.model import GPT, GPTConfig, check_token_ids, token_ids_checked
+
     model = GPT(GPTConfig()).eval()
-    tokens = torch.randint(0, model.cfg.vocab_size if hasattr(model, "cfg") else 16, (128, 16))
-    with torch.no_grad():
-        fwd = bench(lambda: model(tokens), n=200)
-        scan = bench(lambda: bool(tokens.min() < 0 or tokens.max() >= 16), n=2000)
-    print(f"tiny GPT forward, batch 128 x 16 tokens: {fwd:.0f} us; its token-id range scan {scan:.1f} us "
-          f"({100 * scan / fwd:.1f}% of the forward, two host reads per call)")
+    V = model.cfg.vocab_size
+    for B, T in ((128, 1), (128, 16)):  # one sampling step with a key/value cache; a full forward
+        tokens = torch.randint(0, V, (B, T))
+        with torch.no_grad():
+            scanned = bench(lambda: model(tokens), n=200)
+            with token_ids_checked():
+                trusted = bench(lambda: model(tokens), n=200)
+        scan = bench(lambda: check_token_ids(tokens, V), n=2000)
+        print(f"tiny GPT forward, batch {B} x {T} tokens: {scanned:.0f} us with the id scan, {trusted:.0f} us "
+              f"inside token_ids_checked(); the scan alone {scan:.1f} us (two host reads per call)")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,36 @@ def test_model_rejects_too_long_sequences_and_bad_ids():
         model(torch.full((1, 3), lang.VOCAB_SIZE))
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(d_model=30, n_heads=4)
+    with pytest.raises(TypeError, match=r"dtype torch.float32; allowed: integer token ids"):
+        model(torch.zeros(1, 3))  # a float id would be truncated by a cast: refused, not guessed
+
+
+def test_token_ids_are_checked_at_the_boundary_and_trusted_inside_the_loops():
+    """generate checks its prompts once and then feeds back its own samples without the range scan
+    (a GPU synchronisation per forward): the forward pass scans ids only outside those loops."""
+    from ppo_lib.rlhf.model import check_token_ids, generate, token_ids_checked
+
+    model = GPT()
+    bad = torch.full((2, lang.PROMPT_LEN), lang.VOCAB_SIZE + 3)
+    with pytest.raises(ValueError, match=r"prompts: token ids must be in \[0, 25\), got 28..28"):
+        check_token_ids(bad, lang.VOCAB_SIZE, "prompts")
+    scans = []
+    original = torch.Tensor.min
+
+    def counting_min(self, *args, **kwargs):
+        scans.append(1)
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.min = counting_min
+    try:
+        model(torch.zeros(1, 3, dtype=torch.long))
+        outside = len(scans)
+        with token_ids_checked():
+            model(torch.zeros(1, 3, dtype=torch.long))
+        inside = len(scans) - outside
+    finally:
+        torch.Tensor.min = original
+    assert outside == 1 and inside == 0
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import language as lang
-from ppo_lib.rlhf.model import GPT, frozen_copy, response_logprobs, response_mask
+from ppo_lib.rlhf.model import GPT, check_token_ids, frozen_copy, response_logprobs, response_mask
 from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
@@ -183,6 +183,8 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     config = check_config(config, DPOConfig, "train_dpo")
     require_pretrained(sft)
     _check_pairs(pairs)
+    for name in ("chosen", "rejected"):  # once here: the training loop trusts them (model.token_ids_checked)
+        check_token_ids(getattr(pairs, name), sft.model.cfg.vocab_size, f"pairs.{name}")
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

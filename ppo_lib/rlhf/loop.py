@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ppo_lib.rlhf.model import frozen_copy
+from ppo_lib.rlhf.model import frozen_copy, token_ids_checked
 from ppo_lib.runs import callback_says_stop, keep_run
 from ppo_lib.rlhf.pretrain import progress_bar
 
@@ -40,7 +40,8 @@ def training_run(result, total: int, desc: str, progress: bool, models: tuple[nn
         for m in models:
             m.eval()
 
-    with keep_run(result, finish):
+    # the loops feed the model the tokens generate sampled, or tokens checked at their entry
+    with keep_run(result, finish), token_ids_checked():
         yield bar
 
 

@@ -13,6 +13,8 @@ under the sampling distribution, and the mask of real response tokens.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import math
@@ -25,6 +27,31 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.task import Task
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one block's keys and values, (B, heads, positions, D / heads)
+
+# Set while a loop feeds the model tokens that were checked at its entry or that the model
+# sampled itself (generate, the trainers): the forward pass then skips its range scan of the
+# token ids, two host reads (a GPU synchronisation each) per call. The dtype is always checked.
+_IDS_CHECKED = contextvars.ContextVar("ppo_lib_rlhf_token_ids_checked", default=False)
+
+
+@contextlib.contextmanager
+def token_ids_checked():
+    """Inside this block the model trusts the range of its token ids (see ``check_token_ids``)."""
+    handle = _IDS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _IDS_CHECKED.reset(handle)
+
+
+def check_token_ids(tokens: torch.Tensor, vocab_size: int, name: str = "tokens") -> torch.Tensor:
+    """``tokens``, or a clear error: integer ids in ``[0, vocab_size)``."""
+    if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{name}: dtype {tokens.dtype}; allowed: integer token ids (e.g. {name}.long())")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"{name}: token ids must be in [0, {vocab_size}), got {int(tokens.min())}.."
+                         f"{int(tokens.max())}")
+    return tokens
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -116,9 +143,11 @@ class Trunk(nn.Module):
         T = start + tokens.shape[1]
         if T > self.cfg.context:
             raise ValueError(f"{T} tokens: longer than the model's context of {self.cfg.context}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got {int(tokens.min())}.."
-                             f"{int(tokens.max())}")
+        if _IDS_CHECKED.get():
+            if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise TypeError(f"tokens: dtype {tokens.dtype}; allowed: integer token ids (e.g. tokens.long())")
+        else:
+            check_token_ids(tokens, self.cfg.vocab_size)
         x = self.tok(tokens) + self.pos(torch.arange(start, T, device=tokens.device))
         for i, block in enumerate(self.blocks):
             x = block(x, None if past is None else past[i], keep)
@@ -308,25 +337,27 @@ def generate(model: GPT, prompts, max_new_tokens: int | None = None, temperature
         raise ValueError(f"a prompt of {P} tokens plus max_new_tokens={max_new_tokens} is longer than the "
                          f"model's context of {model.cfg.context}")
     task.check_vocab(model.cfg.vocab_size)
+    check_token_ids(x, model.cfg.vocab_size, "prompts")  # once; the loop then feeds back its own samples
     was_training = model.training
     model.eval()
     B = x.shape[0]
     done = torch.zeros(B, dtype=torch.bool, device=device)
     logps = []
     past = None
-    for _ in range(max_new_tokens):
-        if kv_cache:
-            keep: list = []
-            logits = model(x if past is None else x[:, -1:], past, keep)[:, -1] / temperature
-            past = keep
-        else:
-            logits = model(x)[:, -1] / temperature
-        logp = F.log_softmax(logits, dim=-1)
-        nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-        nxt = torch.where(done, torch.full_like(nxt, task.pad_id), nxt)
-        logps.append(torch.where(done, torch.zeros(B, device=device), logp.gather(-1, nxt[:, None]).squeeze(-1)))
-        done = done | (nxt == task.eos_id)
-        x = torch.cat([x, nxt[:, None]], dim=1)
+    with token_ids_checked():  # the loop feeds back the model's own samples
+        for _ in range(max_new_tokens):
+            if kv_cache:
+                keep: list = []
+                logits = model(x if past is None else x[:, -1:], past, keep)[:, -1] / temperature
+                past = keep
+            else:
+                logits = model(x)[:, -1] / temperature
+            logp = F.log_softmax(logits, dim=-1)
+            nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            nxt = torch.where(done, torch.full_like(nxt, task.pad_id), nxt)
+            logps.append(torch.where(done, torch.zeros(B, device=device), logp.gather(-1, nxt[:, None]).squeeze(-1)))
+            done = done | (nxt == task.eos_id)
+            x = torch.cat([x, nxt[:, None]], dim=1)
     model.train(was_training)
     responses = x[:, P:]
     mask = response_mask(responses, task.eos_id)

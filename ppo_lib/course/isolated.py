@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from .grading import _CHECK_LINE, _nbgrader_meta, integrity_problems  # noqa: F401
+from .grading import _CHECK_LINE, _nbgrader_meta, _write_integrity
 from .manifest import REPO_ROOT
 from .sandbox import Limits, protections, run_job
 
@@ -522,10 +522,10 @@ def _grade_in_worker(task):
         return res
 
 
-def hidden_paths(course_dir: Path) -> list[str]:
+def hidden_paths(course_dir: Path, extra=()) -> list[str]:
     """What the student's process must not see: the course directory and every solutions folder
     we know of."""
-    paths = [Path(course_dir), REPO_ROOT / "solutions", Path(sys.prefix).resolve().parent / "solutions"]
+    paths = [Path(course_dir), REPO_ROOT / "solutions", Path(sys.prefix).resolve().parent / "solutions", *extra]
     out = []
     for p in paths:
         p = str(Path(p).resolve())
@@ -542,7 +542,8 @@ def collected_students(course_dir: Path, assignment: str) -> list[str]:
                   if (e.is_dir(follow_symlinks=False) or e.is_symlink()))
 
 
-def _task(course_dir: Path, assignment: str, student: str, plan: dict, limits: Limits, release: dict) -> dict:
+def _task(course_dir: Path, assignment: str, student: str, plan: dict, limits: Limits, release: dict,
+          hide=()) -> dict:
     folder = Path(course_dir) / "submitted" / student
     path = folder / assignment / f"{assignment}.ipynb"
     reason = ""
@@ -554,7 +555,7 @@ def _task(course_dir: Path, assignment: str, student: str, plan: dict, limits: L
     pre = edited_graded_cells(release, raw, student, assignment) if raw is not None else []
     return {"student": student, "assignment": assignment, "raw": raw.decode("latin-1") if raw is not None else None,
             "reason": reason, "sha256": digest, "plan": plan, "limits": dataclasses.asdict(limits),
-            "hide": hidden_paths(course_dir), "integrity_pre": pre}
+            "hide": hidden_paths(course_dir, hide), "integrity_pre": pre}
 
 
 def edited_graded_cells(release: dict, raw: bytes, student: str, assignment: str) -> list[dict]:
@@ -592,7 +593,8 @@ def _progress(done, total, failures, seconds, t0, workers):
 
 
 def autograde_isolated(course_dir: Path, assignment: str, students=None, workers: int | None = None,
-                       limits: Limits = Limits(), regrade: bool = False, progress: bool = True) -> list[dict]:
+                       limits: Limits = Limits(), regrade: bool = False, progress: bool = True,
+                       hide=()) -> list[dict]:
     """Grade every collected student of ``assignment`` in isolation, ``workers`` at a time, skip
     those already graded (same submission), then merge everything into the course outputs.
     Returns the results in student order."""
@@ -611,7 +613,7 @@ def autograde_isolated(course_dir: Path, assignment: str, students=None, workers
     results_dir.mkdir(parents=True, exist_ok=True)
     results, todo = {}, []
     for s in students:
-        task = _task(course_dir, assignment, s, plan, limits, release)
+        task = _task(course_dir, assignment, s, plan, limits, release, hide)
         kept = results_dir / f"{student_key(s)}.json"
         if not regrade and kept.exists():
             try:
@@ -686,8 +688,6 @@ def merge(course_dir: Path, assignment: str, results: list[dict]) -> None:
                     continue
                 grade.auto_score = float(ex["score"])
             gb.db.commit()
-    from .grading import _write_integrity
-
     problems = [p for r in results for p in r["integrity"]]
     for p in problems:
         print(f"REPORT: {p['student']!r}, {p['assignment']}: {p['cell']}: {p['problem']}", file=sys.stderr)
@@ -716,6 +716,21 @@ def write_feedback(course_dir: Path, res: dict) -> Path:
     tmp.write_text("".join(parts))
     os.replace(tmp, path)
     return path
+
+
+def kept_results(course_dir: Path, assignment: str) -> list[dict]:
+    out = []
+    for path in sorted((Path(course_dir) / RESULTS / assignment).glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: r["student"])
+
+
+def feedback_isolated(course_dir: Path, assignment: str) -> list[Path]:
+    """feedback/<student>/<assignment>/<assignment>.html again from the kept results."""
+    return [write_feedback(Path(course_dir).expanduser().resolve(), r) for r in kept_results(course_dir, assignment)]
 
 
 def export_isolated(course_dir: Path) -> tuple[Path, Path]:
@@ -796,3 +811,52 @@ def collect_safely(course_dir: Path, assignment: str, submissions: Path) -> tupl
         raise ValueError(f"{submissions}: no submission of {assignment} found "
                          f"(expected SUBMISSIONS/<student>/{assignment}.ipynb)")
     return collected, refused
+
+
+# ------------------------------------------------------------------ `course.py assignments ...`
+
+def main(args) -> int:
+    """collect / autograde / feedback / export / grade with each submission graded in a sandbox."""
+    from .grading import prepare
+
+    book, course_dir, released, explicit = prepare(args)
+    limits = Limits()
+    if args.timeout:
+        limits = Limits(wall_s=float(args.timeout), cpu_s=int(args.timeout), memory_mb=limits.memory_mb)
+    if args.memory:
+        limits = Limits(wall_s=limits.wall_s, cpu_s=limits.cpu_s, memory_mb=int(args.memory))
+    if args.action in ("autograde", "grade"):
+        weak = [k for k, ok in protections().items() if not ok]
+        if weak:
+            print("warning: on this machine the sandbox cannot provide: " + "; ".join(weak)
+                  + " (run the grader as root, or in a container per worker; see the README)", file=sys.stderr)
+    failed = []
+    for ch in released:
+        try:
+            if args.action in ("collect", "grade"):
+                got, refused = collect_safely(course_dir, ch.stem, Path(args.submissions))
+                print(f"{ch.stem}: collected {len(got)} submission(s)")
+                for line in refused:
+                    print(f"{ch.stem}: refused {line}", file=sys.stderr)
+            if args.action in ("autograde", "grade"):
+                t0 = time.perf_counter()
+                results = autograde_isolated(course_dir, ch.stem, workers=args.workers, limits=limits,
+                                                      regrade=args.regrade,
+                                                      hide=[book.root / "solutions"])
+                bad = [r for r in results if r["reason"]]
+                print(f"{ch.stem}: {len(results)} submission(s) graded in {time.perf_counter() - t0:.1f} s"
+                      + (f"; {len(bad)} scored 0 for a stated reason (see grades.csv)" if bad else ""))
+            if args.action == "feedback":
+                for f in feedback_isolated(course_dir, ch.stem):
+                    print(f"feedback: {f}")
+        except UnsupportedChapter as exc:
+            failed.append(ch.stem)
+            print(f"{ch.stem}: not graded in isolated mode: {exc}", file=sys.stderr)
+        except ValueError as exc:
+            if explicit:
+                raise
+            print(f"{ch.stem}: skipped ({exc})")
+    if args.action in ("export", "grade"):
+        for f in export_isolated(course_dir):
+            print(f"grades: {f}")
+    return 1 if failed else 0

@@ -355,7 +355,8 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="submissions graded at once (isolated mode; default: the number of cores)")
     p.add_argument("--timeout", type=float, default=None,
-                   help="isolated mode: seconds of wall-clock and of CPU per submission (default 120)")
+                   help="isolated mode: seconds of CPU per submission, all its processes together (default 120; "
+                        "the wall-clock limit is 3 times this)")
     p.add_argument("--memory", type=int, default=None,
                    help="isolated mode: address-space limit per submission in MB (default 4096)")
     p.add_argument("--regrade", action="store_true",

@@ -456,8 +456,11 @@ def grade_one(task: dict) -> dict:
         flag("(metadata)", text)
     if not cells:
         result["reason"] = (f"none of {assignment}'s exercise cells is in this notebook "
-                            f"(another chapter, or the cells' nbgrader metadata was removed)")
+                            f"(another chapter, or the cells' nbgrader metadata was removed): not graded")
         flag("(notebook)", result["reason"])
+        zero("not graded", result["reason"])
+        result["seconds"] = time.perf_counter() - t0
+        return result
     for gid, code in cells.items():
         for text in static_flags(code, plan["library_names"]):
             flag(gid, text)
@@ -691,9 +694,23 @@ def merge(course_dir: Path, assignment: str, results: list[dict]) -> None:
     problems = [p for r in results for p in r["integrity"]]
     for p in problems:
         print(f"REPORT: {p['student']!r}, {p['assignment']}: {p['cell']}: {p['problem']}", file=sys.stderr)
-    _write_integrity(course_dir, assignment, [r["student"] for r in results], problems)
+    _write_integrity_sorted(course_dir, assignment, [r["student"] for r in results], problems)
     for res in results:
         write_feedback(course_dir, res)
+
+
+def _write_integrity_sorted(course_dir: Path, assignment: str, students, problems) -> None:
+    """integrity.csv with this run's rows replacing the same students' old ones, in (assignment,
+    student) order, so that any order of grading writes the same file."""
+    _write_integrity(course_dir, assignment, students, problems)
+    path = Path(course_dir) / "integrity.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows.sort(key=lambda r: (r["assignment"], r["student"]))  # stable: a student's own rows keep their order
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["student", "assignment", "cell", "problem"])
+        w.writeheader()
+        w.writerows(rows)
 
 
 def write_feedback(course_dir: Path, res: dict) -> Path:
@@ -822,7 +839,7 @@ def main(args) -> int:
     book, course_dir, released, explicit = prepare(args)
     limits = Limits()
     if args.timeout:
-        limits = Limits(wall_s=float(args.timeout), cpu_s=int(args.timeout), memory_mb=limits.memory_mb)
+        limits = Limits(wall_s=3 * float(args.timeout), cpu_s=int(args.timeout), memory_mb=limits.memory_mb)
     if args.memory:
         limits = Limits(wall_s=limits.wall_s, cpu_s=limits.cpu_s, memory_mb=int(args.memory))
     if args.action in ("autograde", "grade"):

@@ -45,8 +45,8 @@ PR_SET_CHILD_SUBREAPER = 36
 class Limits:
     """Per-submission limits. ``wall_s`` is enforced by the grader; the rest by the kernel."""
 
-    wall_s: float = 120.0
-    cpu_s: int = 120
+    wall_s: float = 300.0  # generous: a submission slowed by others is not failed for it
+    cpu_s: int = 120  # the CPU of all its processes together
     memory_mb: int = 4096
     processes: int = 64
     file_mb: int = 64
@@ -121,6 +121,21 @@ def _processes_of_uid(uid: int) -> list[int]:
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(fields[k]) for k in (11, 12, 13, 14))  # utime stime cutime cstime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / _TICK
+
+
 def _reap() -> None:
     while True:
         try:
@@ -129,6 +144,20 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+
+
+def _kill_all_of_uid(uid: int) -> None:
+    """kill(-1) as that user: every process of it at once, even one forking as fast as it can."""
+    pid = os.fork()
+    if pid == 0:  # only system calls until _exit
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def kill_everything(proc: subprocess.Popen, uid: int | None, keep: set[int]) -> int:
@@ -144,10 +173,7 @@ def kill_everything(proc: subprocess.Popen, uid: int | None, keep: set[int]) -> 
         if uid is not None:
             alive |= set(_processes_of_uid(uid))
             if alive:
-                # kill(-1) as that user: every process of it at once, even one forking as fast as it can
-                subprocess.run([sys.executable, "-I", "-S", "-c", "import os, signal; os.kill(-1, signal.SIGKILL)"],
-                               user=uid, group=uid, extra_groups=[], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, check=False)
+                _kill_all_of_uid(uid)
         for pid in _descendants(os.getpid()):
             if pid not in keep:
                 alive.add(pid)
@@ -189,11 +215,17 @@ def run_job(job: dict, limits: Limits, slot: int = 0) -> dict:
             proc = subprocess.Popen([sys.executable, "-I", str(CHILD), str(LIBROOT)], cwd=scratch, env=env,
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
                                     close_fds=True)
-            timed_out = False
-            try:
-                proc.wait(timeout=limits.wall_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            timed_out = cpu_out = False
+            while proc.poll() is None:
+                if time.perf_counter() - t0 > limits.wall_s:
+                    timed_out = True
+                    break
+                # the CPU of all its processes together: a fork bomb cannot spread its time over many
+                pids = _processes_of_uid(uid) if uid is not None else [proc.pid, *_descendants(proc.pid)]
+                if _cpu_seconds(pids) > limits.cpu_s:
+                    cpu_out = True
+                    break
+                time.sleep(0.1)
             leftover = kill_everything(proc, uid, keep)
             proc.wait()
         seconds = time.perf_counter() - t0
@@ -213,7 +245,9 @@ def run_job(job: dict, limits: Limits, slot: int = 0) -> dict:
                     break  # the first report: the grader's own, written once the work is done
         reason = ""
         rc = proc.returncode
-        if timed_out:
+        if cpu_out:
+            reason = f"CPU time limit: its processes used more than {limits.cpu_s} s of CPU together (ended by the grader)"
+        elif timed_out:
             reason = f"time limit: still running after {limits.wall_s:g} s (ended by the grader)"
         elif report is None:
             if rc == -signal.SIGXCPU or (rc == -signal.SIGKILL and seconds >= limits.cpu_s * 0.9):

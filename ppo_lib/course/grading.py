@@ -359,6 +359,9 @@ def add_arguments(p) -> None:
                         "the wall-clock limit is 3 times this)")
     p.add_argument("--memory", type=int, default=None,
                    help="isolated mode: address-space limit per submission in MB (default 4096)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="isolated mode: grade on a Ray cluster (auto: the running one; or HOST:PORT) instead of "
+                        "local processes; needs the optional extra `ray`")
     p.add_argument("--regrade", action="store_true",
                    help="isolated mode: grade again what an earlier run already graded")
 

@@ -470,7 +470,7 @@ def grade_one(task: dict) -> dict:
         if step["kind"] == "exercise":
             step["code"] = cells.get(step["grade_id"])
         steps.append(step)
-    run = run_job({"steps": steps, "hide": task.get("hide", [])}, Limits(**task["limits"]), slot=task.get("slot", 0))
+    run = run_job({"steps": steps, "hide": task.get("hide", [])}, Limits(**task["limits"]))
     report = run["report"] or {}
     if run["reason"]:
         result["reason"] = run["reason"]
@@ -500,29 +500,54 @@ def grade_one(task: dict) -> dict:
 
 # ------------------------------------------------------------------ the class
 
-def _worker_init(slots):
-    global _SLOT
-    _SLOT = slots.get()
+def _worker_init():
     import torch
 
     torch.set_num_threads(1)
 
 
-_SLOT = 0
+def _not_graded(task, reason):
+    return {"student": task["student"], "assignment": task["assignment"], "sha256": task["sha256"],
+            "reason": reason, "integrity": [], "seconds": 0.0, "mode": "isolated",
+            "exercises": [{"check_id": ex["check_id"], "score": 0.0, "max_score": ex["points"],
+                           "status": "not graded", "message": reason} for ex in task["plan"]["exercises"]]}
 
 
 def _grade_in_worker(task):
-    task = dict(task, slot=_SLOT)
     try:
         return grade_one(task)
     except Exception as exc:  # a bug of ours on one submission never withholds the others
-        res = {"student": task["student"], "assignment": task["assignment"], "sha256": task["sha256"],
-               "reason": f"grader error: {type(exc).__name__}: {exc}", "exercises": [], "integrity": [],
-               "seconds": 0.0, "mode": "isolated"}
-        for ex in task["plan"]["exercises"]:
-            res["exercises"].append({"check_id": ex["check_id"], "score": 0.0, "max_score": ex["points"],
-                                     "status": "not graded", "message": res["reason"]})
-        return res
+        return _not_graded(task, f"grader error: {type(exc).__name__}: {exc}")
+
+
+def _grade_on_ray(todo, address: str, keep) -> None:
+    """Each submission a Ray task (one CPU; retried elsewhere if its node dies). The nodes need
+    this repository and its environment at the same paths (or a runtime_env that ships them)."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray: pip install -e '.[ray]' (an optional extra)") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(_grade_in_worker)
+        pending = {remote.remote(t): t for t in todo}
+        n = 0
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                task = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception:  # the task failed after its retries: 0 with the reason, never a stop
+                    res = None
+                n += 1
+                keep(n, task, res)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def hidden_paths(course_dir: Path, extra=()) -> list[str]:
@@ -597,7 +622,7 @@ def _progress(done, total, failures, seconds, t0, workers):
 
 def autograde_isolated(course_dir: Path, assignment: str, students=None, workers: int | None = None,
                        limits: Limits = Limits(), regrade: bool = False, progress: bool = True,
-                       hide=()) -> list[dict]:
+                       hide=(), ray_address: str | None = None) -> list[dict]:
     """Grade every collected student of ``assignment`` in isolation, ``workers`` at a time, skip
     those already graded (same submission), then merge everything into the course outputs.
     Returns the results in student order."""
@@ -631,33 +656,33 @@ def autograde_isolated(course_dir: Path, assignment: str, students=None, workers
         print(f"{assignment}: {len(results)} already graded (kept), {len(todo)} to grade", file=sys.stderr)
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0, failures = time.perf_counter(), 0
-    if todo:
+
+    def keep(n, task, res):
+        nonlocal failures
+        if res is None:  # the worker (or the Ray node) died: that submission scores 0 with the reason
+            res = _not_graded(task, "grader worker failed")
+        failures += bool(res["reason"])
+        results[res["student"]] = res
+        if not res["reason"].startswith("grader"):  # our own failure is retried by the next run
+            tmp = results_dir / f".{student_key(res['student'])}.tmp"
+            tmp.write_text(json.dumps(res))
+            os.replace(tmp, results_dir / f"{student_key(res['student'])}.json")
+        if progress:
+            _progress(n, len(todo), failures, 0, t0, workers)
+
+    if todo and ray_address:
+        _grade_on_ray(todo, ray_address, keep)
+    elif todo:
         ctx = mp.get_context("spawn")
-        slots = ctx.Queue()
-        for k in range(workers):
-            slots.put(k)
         with cf.ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                    initializer=_worker_init, initargs=(slots,)) as pool:
+                                    initializer=_worker_init) as pool:
             futures = {pool.submit(_grade_in_worker, t): t for t in todo}
             for n, fut in enumerate(cf.as_completed(futures), start=1):
-                task = futures[fut]
                 try:
                     res = fut.result()
-                except Exception as exc:  # a worker died: that submission scores 0 with the reason
-                    res = {"student": task["student"], "assignment": assignment, "sha256": task["sha256"],
-                           "reason": f"grader worker failed: {type(exc).__name__}", "integrity": [], "seconds": 0.0,
-                           "mode": "isolated",
-                           "exercises": [{"check_id": e["check_id"], "score": 0.0, "max_score": e["points"],
-                                          "status": "not graded", "message": "grader worker failed"}
-                                         for e in plan["exercises"]]}
-                failures += bool(res["reason"])
-                results[res["student"]] = res
-                if not res["reason"].startswith("grader"):  # our own failure is retried by the next run
-                    tmp = results_dir / f".{student_key(res['student'])}.tmp"
-                    tmp.write_text(json.dumps(res))
-                    os.replace(tmp, results_dir / f"{student_key(res['student'])}.json")
-                if progress:
-                    _progress(n, len(todo), failures, 0, t0, workers)
+                except Exception:
+                    res = None
+                keep(n, futures[fut], res)
     if config_before is not None and (not config.exists() or config.read_bytes() != config_before):
         config.write_bytes(config_before)
         print(f"REPORT: {config} was changed during grading; the original was put back", file=sys.stderr)
@@ -715,8 +740,9 @@ def _write_integrity_sorted(course_dir: Path, assignment: str, students, problem
 
 def write_feedback(course_dir: Path, res: dict) -> Path:
     folder = Path(course_dir) / "feedback" / res["student"] / res["assignment"]
-    if folder.is_symlink() or folder.parent.is_symlink():
-        raise RuntimeError(f"{folder}: a symbolic link in the feedback folder")
+    for p in (folder.parent.parent, folder.parent, folder):  # a planted link is removed, never followed
+        if p.is_symlink():
+            p.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     score = sum(e["score"] for e in res["exercises"])
     total = sum(e["max_score"] for e in res["exercises"])
@@ -730,6 +756,8 @@ def write_feedback(course_dir: Path, res: dict) -> Path:
     parts.append("</body></html>\n")
     path = folder / f"{res['assignment']}.html"
     tmp = folder / f".{res['assignment']}.html.tmp"
+    if tmp.is_symlink():
+        tmp.unlink()
     tmp.write_text("".join(parts))
     os.replace(tmp, path)
     return path
@@ -858,8 +886,8 @@ def main(args) -> int:
             if args.action in ("autograde", "grade"):
                 t0 = time.perf_counter()
                 results = autograde_isolated(course_dir, ch.stem, workers=args.workers, limits=limits,
-                                                      regrade=args.regrade,
-                                                      hide=[book.root / "solutions"])
+                                             regrade=args.regrade, hide=[book.root / "solutions"],
+                                             ray_address=args.ray)
                 bad = [r for r in results if r["reason"]]
                 print(f"{ch.stem}: {len(results)} submission(s) graded in {time.perf_counter() - t0:.1f} s"
                       + (f"; {len(bad)} scored 0 for a stated reason (see grades.csv)" if bad else ""))

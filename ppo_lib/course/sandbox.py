@@ -21,8 +21,10 @@ is read as JSON, size-capped, never unpickled or executed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -189,7 +191,40 @@ def kill_everything(proc: subprocess.Popen, uid: int | None, keep: set[int]) -> 
     return found
 
 
-def run_job(job: dict, limits: Limits, slot: int = 0) -> dict:
+MAX_SLOTS = 4000
+
+
+@contextlib.contextmanager
+def slot():
+    """A sandbox slot (hence user id) no other job on this machine holds: a lock file in a folder
+    only the grader's user can write, whatever started the job (a local pool, a Ray worker)."""
+    folder = Path(tempfile.gettempdir()) / f"ppo-grading-slots-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not folder.is_dir() or folder.is_symlink():
+        raise RuntimeError(f"{folder}: not a private folder of this user; remove it")
+    for k in range(MAX_SLOTS):
+        fh = open(folder / f"{k}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        try:
+            yield k
+        finally:
+            fh.close()
+        return
+    raise RuntimeError("no free sandbox slot")
+
+
+def run_job(job: dict, limits: Limits) -> dict:
+    """``run_job_in_slot`` in a free slot."""
+    with slot() as k:
+        return run_job_in_slot(job, limits, k)
+
+
+def run_job_in_slot(job: dict, limits: Limits, slot: int) -> dict:
     """Run the student side of ``job`` (see ``_sandbox_child``) in a fresh scratch directory;
     returns ``{"report": dict | None, "reason": str, "seconds": float, "leftover": int}``.
 

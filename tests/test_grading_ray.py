@@ -42,27 +42,35 @@ def _node(args, log: Path) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM to the node's process group (ray start --block then ends its daemons), then SIGKILL
+    to whatever of the group is left, and wait until none is."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    deadline = time.time() + 20
+    while _pgid_alive(proc.pid) and time.time() < deadline:
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-        time.sleep(1)
+            break
+        time.sleep(0.5)
+    proc.poll()
 
 
 def _pgid_alive(pgid: int) -> list[int]:
+    """Processes of the group still running (zombies aside: only their exit status is left)."""
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.getpgid(int(entry)) == pgid:
-                    out.append(int(entry))
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
             except OSError:
-                pass
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry))
     return out
 
 

@@ -314,3 +314,19 @@ def test_the_sandbox_says_what_it_protects():
     p = protections()
     assert p["limits (CPU, memory, processes, file size)"]
     assert p["separate user id (cannot write the course, gradebook or other students)"] == is_root()
+
+
+def test_the_command_grades_in_isolation_and_resumes(graded, tmp_path, capsys):
+    from ppo_lib.course.cli import main
+
+    copy = tmp_path / "cli"
+    shutil.copytree(graded["course_dir"], copy, symlinks=True)
+    (copy / "grades.csv").unlink()
+    assert main(["assignments", "autograde", "--only", "01", "--dir", str(copy), "--workers", "2",
+                 "--timeout", "8", "--memory", "1536"]) == 0
+    err = capsys.readouterr().err
+    assert f"{len(graded['expected'])} already graded (kept), 0 to grade" in err
+    assert main(["assignments", "export", "--dir", str(copy)]) == 0
+    rows = {r["student_id"]: r for r in _csv(copy / "grades.csv")}
+    assert sorted(rows) == sorted(graded["expected"])
+    assert all(float(rows[s]["score"]) == sum(e.values()) for s, e in graded["expected"].items())

@@ -330,3 +330,29 @@ def test_the_command_grades_in_isolation_and_resumes(graded, tmp_path, capsys):
     rows = {r["student_id"]: r for r in _csv(copy / "grades.csv")}
     assert sorted(rows) == sorted(graded["expected"])
     assert all(float(rows[s]["score"]) == sum(e.values()) for s, e in graded["expected"].items())
+
+
+def test_the_same_user_mode_still_grades_and_ends_every_process(graded, tmp_path):
+    """What a grader that is not root gets (forced here): the grades are right and a detached
+    process is still ended (it is re-parented to the grader, a child subreaper)."""
+    copy = tmp_path / "same-user"
+    shutil.copytree(graded["course_dir"], copy, symlinks=True)
+    drop = Path(tempfile.mkdtemp(prefix="ppo-same-user-", dir="/tmp"))
+    try:
+        code = (RTG_SOLUTION + "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                f"        time.sleep(2)\n        open({str(drop / 'survived')!r}, 'w').write('x')\n    os._exit(0)\n")
+        nb = json.loads((copy / "submitted" / "alice" / CHAPTER / f"{CHAPTER}.ipynb").read_text())
+        _cell(nb, "reward_to_go")["source"] = code
+        (copy / "submitted" / "zed" / CHAPTER).mkdir(parents=True)
+        (copy / "submitted" / "zed" / CHAPTER / f"{CHAPTER}.ipynb").write_text(json.dumps(nb))
+        limits = Limits(wall_s=60, cpu_s=8, memory_mb=1536, processes=16, separate_user=False)
+        res = {r["student"]: r for r in isolated.autograde_isolated(copy, CHAPTER, students=["alice", "bob", "zed"],
+                                                                      workers=1, limits=limits, regrade=True)}
+        assert [e["score"] for e in res["alice"]["exercises"]] == [2.0, 3.0]
+        assert [e["score"] for e in res["bob"]["exercises"]] == [0.0, 0.0]
+        assert [e["score"] for e in res["zed"]["exercises"]] == [2.0, 3.0]
+        assert any("left" in p["problem"] for p in res["zed"]["integrity"])
+        time.sleep(3)
+        assert not (drop / "survived").exists()
+    finally:
+        shutil.rmtree(drop, ignore_errors=True)

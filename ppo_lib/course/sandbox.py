@@ -47,7 +47,7 @@ PR_SET_CHILD_SUBREAPER = 36
 class Limits:
     """Per-submission limits. ``wall_s`` is enforced by the grader; the rest by the kernel."""
 
-    wall_s: float = 300.0  # generous: a submission slowed by others is not failed for it
+    wall_s: float = 360.0  # 3 x cpu_s, generous: a submission slowed by others is not failed for it
     cpu_s: int = 120  # the CPU of all its processes together
     memory_mb: int = 4096
     processes: int = 64

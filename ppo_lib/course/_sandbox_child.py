@@ -82,26 +82,33 @@ def _world_traversable(path: str) -> str | None:
 def _reachable(libc, paths, uid) -> list:
     """Make the Python installation, the environment and the library readable by the sandbox user
     when they sit under a private folder (e.g. pyenv under /root): that folder is replaced by an empty
-    one holding only read-only views of them (which also hides the rest of it)."""
-    missing = []
-    for path in paths:
-        path = os.path.realpath(path)
+    one holding only read-only views of them (which also hides the rest of it). Every path is set
+    aside first, so two of them under the same private folder both come back."""
+    missing, moved, blocked_dirs = [], [], []
+    keep_root = os.path.join(os.getcwd(), ".keep")
+    for k, path in enumerate(dict.fromkeys(os.path.realpath(p) for p in paths)):
         blocked = _world_traversable(path)
         if blocked is None:
             continue
-        keep = os.path.join(os.getcwd(), ".keep")
+        keep = os.path.join(keep_root, str(k))
         os.makedirs(keep, exist_ok=True)
         if libc.mount(path.encode(), keep.encode(), None, MS_BIND | MS_REC, None) != 0:
             missing.append(f"{path} is not readable by the sandbox user")
             continue
+        moved.append((path, keep))
+        if blocked not in blocked_dirs:
+            blocked_dirs.append(blocked)
+    for blocked in sorted(blocked_dirs, key=len):
         if libc.mount(b"tmpfs", blocked.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64k,mode=755") != 0:
-            missing.append(f"{path} is not readable by the sandbox user")
-            continue
+            missing.append(f"{blocked} could not be hidden")
+    for path, keep in moved:
         os.makedirs(path, mode=0o755, exist_ok=True)
         libc.mount(keep.encode(), path.encode(), None, MS_BIND | MS_REC, None)
         libc.mount(None, path.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None)
         libc.umount2(keep.encode(), 2)  # MNT_DETACH
         os.rmdir(keep)
+    if os.path.isdir(keep_root):
+        os.rmdir(keep_root)
     return missing
 
 

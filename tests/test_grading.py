@@ -93,11 +93,14 @@ def graded(tmp_path_factory):
         (subs / name / f"{CHAPTER}.ipynb").write_text(json.dumps(nb))
 
     assert sorted(grading.collect(course_dir, CHAPTER, subs)) == ["alice", "bob", "carol"]
+    t1 = time.perf_counter()
     problems = grading.autograde(course_dir, CHAPTER, timeout=grading.execute_timeout([book.chapter("01")]))
+    autograde_seconds = time.perf_counter() - t1
     feedback = grading.feedback(course_dir, CHAPTER)
     exports = grading.export(course_dir)
     print(f"\nnbgrader pipeline for {CHAPTER}: {time.perf_counter() - t0:.0f} s")
     return dict(course_dir=course_dir, cells=cells, release=release, problems=problems, feedback=feedback,
+                autograde_seconds=autograde_seconds,
                 exports=exports, scores=grading.scores(course_dir, CHAPTER))
 
 
@@ -179,3 +182,24 @@ def test_the_command_says_what_to_do_first(tmp_path, capsys):
     assert "not released" in capsys.readouterr().err
     assert main(["assignments", "build", "--only", "99", "--dir", str(tmp_path)]) == 2
     assert "valid ids: 00" in capsys.readouterr().err
+
+
+def test_isolated_grading_gives_the_same_grades_without_running_the_chapter(graded, tmp_path):
+    """The same three submissions graded both ways: nbgrader executing each whole notebook (the
+    fixture) and ``--mode isolated`` (only the exercise cells, in a sandbox, verdict outside it)."""
+    from ppo_lib.course import isolated
+
+    course_dir = tmp_path / "isolated"
+    shutil.copytree(graded["course_dir"], course_dir, symlinks=True,
+                    ignore=shutil.ignore_patterns("autograded", "feedback", "grades*.csv", "integrity.csv"))
+    t0 = time.perf_counter()
+    results = isolated.autograde_isolated(course_dir, CHAPTER, workers=1)
+    per_submission = (time.perf_counter() - t0) / len(results)
+    print(f"\nisolated: {per_submission:.1f} s per submission (one worker, pool start included); "
+          f"nbgrader executing the notebook: {graded['autograde_seconds'] / 3:.0f} s per submission")
+    assert grading.scores(course_dir, CHAPTER) == graded["scores"]
+    ours = [{k: p[k] for k in ("student", "assignment", "cell", "problem")} for r in results for p in r["integrity"]]
+    assert ours == graded["problems"]
+    carol = next(r for r in results if r["student"] == "carol")["exercises"][1]["message"]
+    assert "the sign is flipped" in carol and "Case:" in carol
+    assert per_submission < graded["autograde_seconds"] / 3

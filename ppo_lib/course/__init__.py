@@ -10,6 +10,8 @@ One module per concern, imported in this order (no module imports one below it):
     lab        JupyterLab settings and the server of `course.py open`
     book       the static HTML book (jupyter-book 1.x), offline assets
     grading    nbgrader: the course directory, release, collect, autograde, feedback, CSV
+    sandbox    one submission's code in a sandbox (limits, own user, namespaces), its outputs as data
+    isolated   grading each (student, chapter) in the sandbox, in parallel, resumable; merged outputs
     diagnose   the doctor: what breaks RL courses most often, each problem with its fix
     cli        `python -m ppo_lib.course COMMAND`
 

@@ -94,8 +94,10 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_assignments(args) -> int:
-    from . import grading
+    from . import grading, isolated
 
+    if args.action != "build" and args.mode == "isolated":
+        return isolated.main(args)
     return grading.main(args)
 
 

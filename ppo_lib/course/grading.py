@@ -349,18 +349,30 @@ def add_arguments(p) -> None:
     p.add_argument("--dir", default=str(DEFAULT_DIR), help=f"nbgrader course directory (default {DEFAULT_DIR})")
     p.add_argument("--submissions", default=None,
                    help="folder of SUBMISSIONS/<student>/<assignment>.ipynb (for collect and grade)")
+    p.add_argument("--mode", choices=["isolated", "notebook"], default="isolated",
+                   help="isolated (default): each submission's exercise cells checked in a sandbox of its own, "
+                        "in parallel, resumable; notebook: nbgrader executes each whole notebook, serially, "
+                        "with the grader's rights (no sandbox)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="submissions graded at once (isolated mode; default: the number of cores)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="isolated mode: seconds of CPU per submission, all its processes together (default 120; "
+                        "the wall-clock limit is 3 times this)")
+    p.add_argument("--memory", type=int, default=None,
+                   help="isolated mode: address-space limit per submission in MB (default 4096)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="isolated mode: grade on a Ray cluster (auto: the running one; or HOST:PORT) instead of "
+                        "local processes; needs the optional extra `ray`")
+    p.add_argument("--regrade", action="store_true",
+                   help="isolated mode: grade again what an earlier run already graded")
 
 
-def main(args) -> int:
+def prepare(args):
+    """The book, the course directory, the released chapters asked for and whether they were
+    named (checks shared by both grading modes)."""
     book = load_book()
     course_dir = Path(args.dir).expanduser().resolve()
     chapters = book.select(args.only)
-    if args.action == "build":
-        graded = build_course(book, course_dir, [ch.id for ch in chapters])
-        for stem, cells in graded.items():
-            print(f"{stem}: {len(cells)} graded exercise(s), {sum(p for _, p in cells):g} points -> "
-                  f"{course_dir / 'release' / stem / (stem + '.ipynb')}")
-        return 0
     if not (course_dir / "nbgrader_config.py").exists():
         raise ValueError(f"{course_dir}: no nbgrader course here; run `python3 course.py assignments build` first")
     if args.action in ("collect", "grade") and not args.submissions:
@@ -371,6 +383,20 @@ def main(args) -> int:
         missing = [c.id for c in chapters if c not in released]
         raise ValueError(f"chapters {', '.join(missing)} are not released in {course_dir}; "
                          f"run `python3 course.py assignments build --only {' '.join(missing)}` first")
+    return book, course_dir, released, explicit
+
+
+def main(args) -> int:
+    """``course.py assignments ... --mode notebook`` (and ``build``): nbgrader runs each notebook."""
+    if args.action == "build":
+        book = load_book()
+        course_dir = Path(args.dir).expanduser().resolve()
+        graded = build_course(book, course_dir, [ch.id for ch in book.select(args.only)])
+        for stem, cells in graded.items():
+            print(f"{stem}: {len(cells)} graded exercise(s), {sum(p for _, p in cells):g} points -> "
+                  f"{course_dir / 'release' / stem / (stem + '.ipynb')}")
+        return 0
+    book, course_dir, released, explicit = prepare(args)
     for ch in released:
         try:
             if args.action in ("collect", "grade"):

@@ -51,7 +51,7 @@ def _attacks(course_dir: Path, solutions: Path, drop: Path) -> dict[str, tuple[s
     ran = lambda who: f"open({d + '/' + who!r} + '-ran', 'w').write('x')\n"  # noqa: E731 - proof the attack ran
     return {
         "patch_checker": (ran("patch_checker") + WRONG_RTG + (
-            "import ppo_lib.checks.core as core, ppo_lib.checks as checks\n"
+            "import ppo_lib.teaching.checks.core as core, ppo_lib.teaching.checks as checks\n"
             "core.CheckResult.passed = property(lambda self: True)\n"
             "core.Exercise.evaluate = lambda self, fn: core.CheckResult(self.name, 'passed', 'ok', fn)\n"
             "core.compare = lambda *a, **k: None\n"
@@ -267,9 +267,9 @@ def test_no_process_of_a_submission_outlives_its_grading(graded):
     with sqlite3.connect(graded["course_dir"] / "gradebook.db") as db:
         assert db.execute("SELECT count(*) FROM grade WHERE auto_score = 99").fetchone()[0] == 0
     if is_root():
-        from ppo_lib.course.sandbox import SANDBOX_UID_BASE, _processes_of_uid
+        from ppo_lib.course.sandbox import SANDBOX_UID_BASE, processes_of_uid
 
-        assert all(not _processes_of_uid(SANDBOX_UID_BASE + k) for k in range(4))
+        assert all(not processes_of_uid(SANDBOX_UID_BASE + k) for k in range(4))
 
 
 def test_a_memory_hog_loses_only_that_exercise(graded):

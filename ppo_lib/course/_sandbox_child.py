@@ -182,15 +182,15 @@ def encode(x, depth=0):
 
 
 def _raised(exc, fn):
-    from ppo_lib.checks.core import _is_placeholder, _learner_frame
+    from ppo_lib.teaching.checks.core import is_placeholder, learner_frame
 
     try:
-        frame = _learner_frame(exc)
+        frame = learner_frame(exc)
         lineno, line = frame.lineno, (frame.line or "").strip()
     except Exception:
         lineno, line = None, ""
     try:
-        placeholder = bool(_is_placeholder(fn, exc))
+        placeholder = bool(is_placeholder(fn, exc))
     except Exception:
         placeholder = False
     try:
@@ -207,7 +207,7 @@ def _run_exercise(step, ns):
     import inspect
     import linecache
 
-    import ppo_lib.checks as checks
+    import ppo_lib.teaching.checks as checks
 
     name, checker = step["name"], getattr(checks, step["checker"])
     report = {"defined": False, "cell_error": None, "callable": False, "type": "", "argnames": [], "cases": [],

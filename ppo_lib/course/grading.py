@@ -53,11 +53,11 @@ def execute_timeout(chapters) -> int:
     return int(max(ch.budget_s for ch in chapters) * TIMEOUT_FACTOR + TIMEOUT_SLACK)
 
 
-def _nbgrader_meta(cell) -> dict:
+def nbgrader_meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
-_CHECK_LINE = re.compile(r"^(?P<name>\w+)\s*=\s*(?P<checker>check_\w+)\((?P=name)\)\s*$")
+CHECK_LINE = re.compile(r"^(?P<name>\w+)\s*=\s*(?P<checker>check_\w+)\((?P=name)\)\s*$")
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
 
@@ -73,7 +73,7 @@ def strict_test_source(src: str) -> str:
     """
     visible = re.sub(rf"{HIDDEN_BEGIN}.*?{HIDDEN_END}", "", src, flags=re.DOTALL)  # an instructor's own
     code = [ln for ln in visible.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    match = _CHECK_LINE.match(code[0].strip()) if len(code) == 1 else None
+    match = CHECK_LINE.match(code[0].strip()) if len(code) == 1 else None
     if match:
         name, checker = match["name"], match["checker"]
         return (f"{HIDDEN_BEGIN}\n_ppo_graded = {checker}.evaluate({name})\n{HIDDEN_END}\n"
@@ -98,7 +98,7 @@ def make_source_notebook(chapter: Chapter, dst: Path) -> list[tuple[str, float]]
     nb = json.loads(dst.read_text())
     graded, pending = [], None
     for cell in nb["cells"]:
-        meta = _nbgrader_meta(cell)
+        meta = nbgrader_meta(cell)
         if meta.get("solution"):
             pending = meta.get("grade_id")
             continue
@@ -236,10 +236,10 @@ def integrity_problems(course_dir: Path, assignment: str, student: str) -> list[
     def src(cell):
         return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
-    by_id = {_nbgrader_meta(c).get("grade_id"): c for c in submitted.get("cells", []) if _nbgrader_meta(c)}
+    by_id = {nbgrader_meta(c).get("grade_id"): c for c in submitted.get("cells", []) if nbgrader_meta(c)}
     problems = []
     for cell in released["cells"]:
-        meta = _nbgrader_meta(cell)
+        meta = nbgrader_meta(cell)
         if not (meta.get("grade") or meta.get("locked")) or meta.get("solution"):
             continue
         gid = meta["grade_id"]
@@ -267,7 +267,7 @@ def autograde(course_dir: Path, assignment: str, students=None, timeout: int | N
         print(f"REPORT: {p['student']}, {p['assignment']}: graded cell {p['cell']!r} was {p['problem']} "
               f"by the student; the original was put back and graded. Check this submission by hand.",
               file=sys.stderr)
-    _write_integrity(course_dir, assignment, students, problems)
+    write_integrity(course_dir, assignment, students, problems)
     extra = [f"--Execute.timeout={timeout}"] if timeout else []
     # one nbgrader process for every student (its start-up is paid once)
     nbgrader(course_dir, "autograde", assignment, "--force", *extra,
@@ -275,7 +275,7 @@ def autograde(course_dir: Path, assignment: str, students=None, timeout: int | N
     return problems
 
 
-def _write_integrity(course_dir: Path, assignment: str, students, problems) -> None:
+def write_integrity(course_dir: Path, assignment: str, students, problems) -> None:
     path = course_dir / "integrity.csv"
     rows = []
     if path.exists():

@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from .grading import _CHECK_LINE, _nbgrader_meta, _write_integrity
+from .grading import CHECK_LINE, nbgrader_meta, write_integrity
 from .manifest import REPO_ROOT
 from .sandbox import Limits, protections, run_job
 
@@ -164,7 +164,7 @@ def chapter_plan(release_nb: dict) -> dict:
     for cell in release_nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
-        meta, code = _nbgrader_meta(cell), _src(cell)
+        meta, code = nbgrader_meta(cell), _src(cell)
         if meta.get("solution"):
             pending = meta["grade_id"]
             steps.append({"kind": "prelude", "label": pending, "code": "\n".join(p for p in prelude if p)})
@@ -172,7 +172,7 @@ def chapter_plan(release_nb: dict) -> dict:
             continue
         if meta.get("grade") and pending:
             lines = [ln for ln in code.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-            match = _CHECK_LINE.match(lines[0].strip()) if len(lines) == 1 else None
+            match = CHECK_LINE.match(lines[0].strip()) if len(lines) == 1 else None
             if not match:
                 raise UnsupportedChapter(f"checker cell {meta.get('grade_id')!r} is not `name = check_name(name)`; "
                                          f"grade this chapter with --mode notebook")
@@ -273,7 +273,7 @@ def decode(d):
     if t == "str":
         return str(d.get("v"))
     if t == "inputchanged":
-        from ppo_lib.checks.core import InputChanged
+        from ppo_lib.teaching.checks.core import InputChanged
 
         return InputChanged(str(d.get("name")))
     if t in ("tensor", "ndarray"):
@@ -324,7 +324,7 @@ def judge(exercise, rep: dict | None) -> tuple[str, str]:
 
     import numpy as np
 
-    from ppo_lib.checks.core import InputChanged, _same_input
+    from ppo_lib.teaching.checks.core import InputChanged, same_input
 
     ex = exercise
     fallback = (f"The notebook goes on with the library's reference version "
@@ -350,7 +350,7 @@ def judge(exercise, rep: dict | None) -> tuple[str, str]:
                 continue
             got, after = decode(rec.get("got")), [decode(a) for a in (rec.get("args_after") or [])]
             outs.append(got)
-            if isinstance(got, InputChanged) or any(not _same_input(a, b) for a, b in zip(case.args, after)):
+            if isinstance(got, InputChanged) or any(not same_input(a, b) for a, b in zip(case.args, after)):
                 return None
         return outs
 
@@ -383,14 +383,14 @@ def judge(exercise, rep: dict | None) -> tuple[str, str]:
         try:
             problem = ex.compare(expected, got)
         except Exception as exc:
-            from ppo_lib.checks.core import _show, _what_came_back
+            from ppo_lib.teaching.checks.core import show_value, describe_returned
 
-            problem = (f"could not read what your function returned ({_what_came_back(got)}: "
-                       f"{_show(got)}): {type(exc).__name__}: {exc}")
+            problem = (f"could not read what your function returned ({describe_returned(got)}: "
+                       f"{show_value(got)}): {type(exc).__name__}: {exc}")
         input_changed = isinstance(got, InputChanged)
         if problem is None:
             after = [decode(a) for a in (rec.get("args_after") or [])]
-            modified = [k for k, (a, b) in enumerate(zip(case.args, after)) if not _same_input(a, b)]
+            modified = [k for k, (a, b) in enumerate(zip(case.args, after)) if not same_input(a, b)]
             if modified:
                 input_changed = True
                 names = rep.get("argnames") or []
@@ -420,7 +420,7 @@ def grade_one(task: dict) -> dict:
     """Grade one (student, chapter): ``task`` holds the submission's bytes (read by the grader
     before any student code ran), the chapter's plan and the limits. Runs in a worker process
     that never executes student code itself."""
-    import ppo_lib.checks as checks
+    import ppo_lib.teaching.checks as checks
 
     t0 = time.perf_counter()
     plan, student, assignment = task["plan"], task["student"], task["assignment"]
@@ -601,7 +601,7 @@ def edited_graded_cells(release: dict, raw: bytes, student: str, assignment: str
             by_id.setdefault(gid, c)
     problems = []
     for cell in release["cells"]:
-        meta = _nbgrader_meta(cell)
+        meta = nbgrader_meta(cell)
         if not (meta.get("grade") or meta.get("locked")) or meta.get("solution"):
             continue
         mine = by_id.get(meta["grade_id"])
@@ -727,7 +727,7 @@ def merge(course_dir: Path, assignment: str, results: list[dict]) -> None:
 def _write_integrity_sorted(course_dir: Path, assignment: str, students, problems) -> None:
     """integrity.csv with this run's rows replacing the same students' old ones, in (assignment,
     student) order, so that any order of grading writes the same file."""
-    _write_integrity(course_dir, assignment, students, problems)
+    write_integrity(course_dir, assignment, students, problems)
     path = Path(course_dir) / "integrity.csv"
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -114,7 +114,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _processes_of_uid(uid: int) -> list[int]:
+def processes_of_uid(uid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -176,7 +176,7 @@ def kill_everything(proc: subprocess.Popen, uid: int | None, keep: set[int]) -> 
         except (ProcessLookupError, PermissionError):
             pass
         if uid is not None:
-            alive |= set(_processes_of_uid(uid))
+            alive |= set(processes_of_uid(uid))
             if alive:
                 _kill_all_of_uid(uid)
         for pid in _descendants(os.getpid()):
@@ -259,7 +259,7 @@ def run_job_in_slot(job: dict, limits: Limits, slot: int) -> dict:
                     timed_out = True
                     break
                 # the CPU of all its processes together: a fork bomb cannot spread its time over many
-                pids = _processes_of_uid(uid) if uid is not None else [proc.pid, *_descendants(proc.pid)]
+                pids = processes_of_uid(uid) if uid is not None else [proc.pid, *_descendants(proc.pid)]
                 if _cpu_seconds(pids) > limits.cpu_s:
                     cpu_out = True
                     break

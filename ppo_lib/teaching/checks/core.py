@@ -205,7 +205,7 @@ def same_input(before: Any, after: Any) -> bool:
     return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
 
-def _learner_frame(exc: BaseException) -> traceback.FrameSummary:
+def learner_frame(exc: BaseException) -> traceback.FrameSummary:
     """The deepest frame of the traceback in the learner's own code (not in a library)."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if "site-packages" not in f.filename and "/ppo_lib/checks/" not in f.filename
@@ -225,7 +225,7 @@ def _argument_name(fn: Callable, index: int) -> str:
         return f"argument {index + 1}"
 
 
-def _is_placeholder(fn: Callable, exc: BaseException) -> bool:
+def is_placeholder(fn: Callable, exc: BaseException) -> bool:
     """True for the untouched exercise cell: ``raise NotImplementedError()`` raised by ``fn`` itself, whose
     body holds nothing else (comments, a docstring or ``pass`` aside). A NotImplementedError raised after
     some work, or only for some inputs, is a bug in the learner's code, reported as an error."""
@@ -334,11 +334,11 @@ class Exercise:
             try:
                 got = self.run(fn, *args, **kwargs)
             except Exception as exc:  # the learner's bug, reported, never re-raised
-                if i == 1 and isinstance(exc, NotImplementedError) and _is_placeholder(fn, exc):
+                if i == 1 and isinstance(exc, NotImplementedError) and is_placeholder(fn, exc):
                     return CheckResult(self.name, "unfilled", (
                         f"○ {self.name}: not filled in yet. Replace `raise NotImplementedError()` "
                         f"with your code and run the cell again.\n{fallback}"), self.reference)
-                frame = _learner_frame(exc)
+                frame = learner_frame(exc)
                 code = (frame.line or "").strip()
                 where = f" (line {frame.lineno}: `{code}`)" if code else f" (line {frame.lineno})"
                 extra = ("\n  (your function raises NotImplementedError for this input: finish it, or remove "

@@ -61,7 +61,6 @@ its gradient, on tokens sampled from the policy, is in expectation the gradient 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable
 
@@ -74,7 +73,8 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.runs import check_callback
-from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.loop import (SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step, record_sampled,
+                               trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
 from ppo_lib.rlhf.task import Task
@@ -319,8 +319,6 @@ class GRPOHistory(SampledHistory):
 
     zero_std_groups: list[float] = dataclasses.field(default_factory=list)  # groups with equal rewards: no signal
     k3: list[float] = dataclasses.field(default_factory=list)               # the loss's KL term (mean per token)
-    rollout_seconds: list[float] = dataclasses.field(default_factory=list)  # sampling and scoring
-    update_seconds: list[float] = dataclasses.field(default_factory=list)   # the gradient steps
     responses_sampled: list[int] = dataclasses.field(default_factory=list)  # > batch with dynamic sampling
     task_stats: list[dict] = dataclasses.field(default_factory=list)        # the task's own shares (e.g. worked)
 
@@ -474,44 +472,25 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult | None = None, con
             ro = collect_groups(policy, ref, reward_model, config, generator, rng, task)
             t1 = time.perf_counter()
             result.tokens_generated += int(ro.mask.sum())
-            infos = []
-            for _ in range(config.epochs):
-                perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
-                    int(rng.integers(2**31)))).to(dev)
-                for idx in perm.chunk(config.num_minibatches):
-                    new_logprobs = response_logprobs(policy, ro.tokens[idx], P, config.temperature)
-                    loss, info = grpo_loss(new_logprobs, ro.logprobs[idx], ro.ref_logprobs[idx], ro.advantages[idx],
-                                           ro.mask[idx], config.clip_eps, loss_beta, config.loss_aggregation,
-                                           config.clip_eps_high, config.ratio_level)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-                    opt.step()
-                    infos.append(info)
+
+            def step(idx):
+                new_logprobs = response_logprobs(policy, ro.tokens[idx], P, config.temperature)
+                loss, info = grpo_loss(new_logprobs, ro.logprobs[idx], ro.ref_logprobs[idx], ro.advantages[idx],
+                                       ro.mask[idx], config.clip_eps, loss_beta, config.loss_aggregation,
+                                       config.clip_eps_high, config.ratio_level)
+                optimizer_step(opt, loss, policy.parameters(), config.max_grad_norm)
+                return info
+
+            infos = minibatch_epochs(config, rng, dev, step)
             t2 = time.perf_counter()
-            mean_kl = float(ro.kl.mean())
-            history.proxy.append(float(ro.scores.mean()))
-            history.gold.append(float(ro.gold.mean()))
-            history.kl.append(mean_kl)
-            responses = ro.tokens[:, P:].cpu()
-            history.ungrammatical.append(1.0 - task.valid_rate(responses))
-            history.eos_rate.append(float((responses == task.eos_id).any(1).float().mean()))
-            history.length.append(float(ro.mask.sum(1).mean()))
+            mean_kl, responses = record_sampled(history, ro, task, infos, float(ro.scores.mean()), n_samples_logged)
             history.zero_std_groups.append(ro.zero_std_share)
             history.k3.append(float(np.mean([i.get("k3", 0.0) for i in infos])))
-            for key in ("clip_fraction", "approx_kl"):
-                getattr(history, key).append(float(np.mean([i[key] for i in infos])))
-            texts = responses[:n_samples_logged].tolist()
-            history.samples.append([lang.decode(r) if task is lang.TASK else task.decode(r) for r in texts])
             history.rollout_seconds.append(t1 - t0)
             history.update_seconds.append(t2 - t1)
             history.responses_sampled.append(ro.n_sampled)
             history.task_stats.append(task.stats(responses) if task.stats is not None else {})
             history.seconds.append(time.perf_counter() - t0)
-            if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
-                raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
-                                         f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
-            if end_of_step(bar, callback, it, history, proxy=f"{history.proxy[-1]:.2f}",
-                           gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}"):
+            if end_of_iteration(bar, callback, it, history, mean_kl):
                 break
     return result

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from typing import Callable
 
+import numpy as np
+import torch
 import torch.nn as nn
 
+from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import frozen_copy, token_ids_checked
 from ppo_lib.runs import callback_says_stop, keep_run
 from ppo_lib.rlhf.pretrain import progress_bar
@@ -72,6 +76,8 @@ class SampledHistory:
     clip_fraction: list[float] = _series()
     approx_kl: list[float] = _series()      # old -> new, per update (k3)
     seconds: list[float] = _series()
+    rollout_seconds: list[float] = _series()  # sampling and scoring
+    update_seconds: list[float] = _series()   # the gradient steps
     samples: list[list[str]] = _series()    # a few texts per iteration
 
     def __len__(self) -> int:
@@ -80,3 +86,53 @@ class SampledHistory:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def minibatch_epochs(config, rng, device, step: Callable) -> list[dict]:
+    """``config.epochs`` passes over the iteration's ``config.batch_size`` responses, each in
+    ``config.num_minibatches`` shuffled chunks; ``step(indices)`` takes one gradient step on a
+    chunk and returns its diagnostics. Each pass draws its shuffle's seed from ``rng``."""
+    infos = []
+    for _ in range(config.epochs):
+        perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
+            int(rng.integers(2**31)))).to(device)
+        for indices in perm.chunk(config.num_minibatches):
+            infos.append(step(indices))
+    return infos
+
+
+def optimizer_step(optimizer, loss, parameters, max_grad_norm: float) -> None:
+    """Zero the gradients, backpropagate, clip their global norm, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+
+
+def record_sampled(history: SampledHistory, ro, task, infos: list[dict], proxy: float, n_samples_logged: int,
+                   info_keys=("clip_fraction", "approx_kl")):
+    """Log what PPO and GRPO share for one iteration (its rollouts ``ro``, the updates' ``infos``);
+    returns the mean sequence KL and the responses (on the CPU) for the method's own fields."""
+    mean_kl = float(ro.kl.mean())
+    history.proxy.append(proxy)
+    history.gold.append(float(ro.gold.mean()))
+    history.kl.append(mean_kl)
+    responses = ro.tokens[:, task.prompt_len:].cpu()
+    history.ungrammatical.append(1.0 - task.valid_rate(responses))
+    history.eos_rate.append(float((responses == task.eos_id).any(1).float().mean()))
+    history.length.append(float(ro.mask.sum(1).mean()))
+    for key in info_keys:
+        getattr(history, key).append(float(np.mean([i[key] for i in infos])))
+    history.samples.append([lang.decode(r) if task is lang.TASK else task.decode(r)
+                            for r in responses[:n_samples_logged].tolist()])
+    return mean_kl, responses
+
+
+def end_of_iteration(bar, callback, it: int, history: SampledHistory, mean_kl: float) -> bool:
+    """A non-finite reward or KL is an error (with the run kept, by :func:`training_run`); then
+    the progress bar and the callback: True means stop now."""
+    if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
+        raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
+                                 f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
+    return end_of_step(bar, callback, it, history, proxy=f"{history.proxy[-1]:.2f}",
+                       gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}")

@@ -23,7 +23,6 @@ the score is the verifier's number and the value model starts from the SFT trunk
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable
 
@@ -36,7 +35,8 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.runs import check_callback
-from ppo_lib.rlhf.loop import SampledHistory, end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.loop import (SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step, record_sampled,
+                               trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
 from ppo_lib.rlhf.task import Task
@@ -235,43 +235,30 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
             t0 = time.perf_counter()
             ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn,
                          task)
+            t1 = time.perf_counter()
             result.tokens_generated += int(ro.mask.sum())
-            infos = []
-            for _ in range(config.epochs):
-                perm = torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(
-                    int(rng.integers(2**31)))).to(dev)
-                for chunk in perm.chunk(config.num_minibatches):
-                    loss, info = ppo_token_loss(policy, value_model, ro, chunk, config, task.prompt_len)
-                    if config.ptx_coef > 0:
-                        loss = loss + config.ptx_coef * lm_loss(
-                            policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev, task),
-                            0 if task.sft_loss_on_prompt else task.prompt_len, task.pad_id)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                    opt.step()
-                    infos.append(info)
-            mean_kl = float(ro.kl.mean())
-            history.proxy.append(float(masked_mean(ro.scores, torch.ones_like(ro.scores))))
-            history.gold.append(float(ro.gold.mean()))
-            history.kl.append(mean_kl)
-            responses = ro.tokens[:, task.prompt_len:].cpu()
-            history.ungrammatical.append(1.0 - task.valid_rate(responses))
-            history.eos_rate.append(float((responses == task.eos_id).any(1).float().mean()))
-            history.length.append(float(ro.mask.sum(1).mean()))
+
+            def step(chunk):
+                loss, info = ppo_token_loss(policy, value_model, ro, chunk, config, task.prompt_len)
+                if config.ptx_coef > 0:
+                    loss = loss + config.ptx_coef * lm_loss(
+                        policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev, task),
+                        0 if task.sft_loss_on_prompt else task.prompt_len, task.pad_id)
+                optimizer_step(opt, loss, params, config.max_grad_norm)
+                return info
+
+            infos = minibatch_epochs(config, rng, dev, step)
+            t2 = time.perf_counter()
+            proxy = float(masked_mean(ro.scores, torch.ones_like(ro.scores)))
+            mean_kl, _ = record_sampled(history, ro, task, infos, proxy, n_samples_logged,
+                                        ("clip_fraction", "approx_kl", "value_loss"))
             history.beta.append(beta)
-            for key in ("clip_fraction", "approx_kl", "value_loss"):
-                getattr(history, key).append(float(np.mean([i[key] for i in infos])))
-            history.samples.append([lang.decode(r) if task is lang.TASK else task.decode(r)
-                                    for r in responses[:n_samples_logged].tolist()])
+            history.rollout_seconds.append(t1 - t0)
+            history.update_seconds.append(t2 - t1)
             history.seconds.append(time.perf_counter() - t0)
             if config.adaptive_kl:
                 beta = adaptive_kl_update(beta, mean_kl, config.kl_target, config.batch_size, config.kl_horizon)
-            if not math.isfinite(history.proxy[-1]) or not math.isfinite(mean_kl):
-                raise FloatingPointError(f"iteration {it}: the reward or the KL is not finite "
-                                         f"(proxy {history.proxy[-1]}, KL {mean_kl}); try a smaller lr")
-            if end_of_step(bar, callback, it, history, proxy=f"{history.proxy[-1]:.2f}",
-                           gold=f"{history.gold[-1]:.2f}", kl=f"{mean_kl:.2f}"):
+            if end_of_iteration(bar, callback, it, history, mean_kl):
                 break
     return result
 

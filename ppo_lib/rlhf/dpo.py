@@ -41,7 +41,7 @@ from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, check_token_ids, frozen_copy, response_logprobs, response_mask
 from ppo_lib.runs import check_callback
-from ppo_lib.rlhf.loop import end_of_step, trainable_copy, training_run
+from ppo_lib.rlhf.loop import FineTuneResult, StepHistory, end_of_step, trainable_copy, training_run
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import Pairs, RewardModelResult
 
@@ -116,7 +116,7 @@ class DPOConfig:
 
 
 @dataclasses.dataclass
-class DPOHistory:
+class DPOHistory(StepHistory):
     """One entry per gradient step, measured on that step's batch of pairs (before the step)."""
 
     loss: list[float] = dataclasses.field(default_factory=list)
@@ -126,23 +126,12 @@ class DPOHistory:
     chosen_reward: list[float] = dataclasses.field(default_factory=list)   # mean beta * (log pi - log pi_ref)(y_w)
     rejected_reward: list[float] = dataclasses.field(default_factory=list)
     margin: list[float] = dataclasses.field(default_factory=list)          # mean implicit reward margin
-    seconds: list[float] = dataclasses.field(default_factory=list)
-
-    def __len__(self) -> int:
-        """Finished steps."""
-        return len(self.seconds)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
-class DPOResult:
-    policy: GPT
-    history: DPOHistory
-    config: DPOConfig
-    interrupted: bool = False
-    seconds: float = 0.0
+class DPOResult(FineTuneResult):
+    """See :class:`~ppo_lib.rlhf.loop.FineTuneResult`; ``history`` is a :class:`DPOHistory`, ``config``
+    a :class:`DPOConfig`."""
 
 
 @torch.no_grad()

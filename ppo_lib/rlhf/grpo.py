@@ -73,8 +73,8 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.runs import check_callback
-from ppo_lib.rlhf.loop import (SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step, record_sampled,
-                               trainable_copy, training_run)
+from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
+                               record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
 from ppo_lib.rlhf.task import Task
@@ -324,13 +324,9 @@ class GRPOHistory(SampledHistory):
 
 
 @dataclasses.dataclass
-class GRPOResult:
-    policy: GPT
-    history: GRPOHistory
-    config: GRPOConfig
-    interrupted: bool = False
-    tokens_generated: int = 0
-    seconds: float = 0.0
+class GRPOResult(FineTuneResult):
+    """See :class:`~ppo_lib.rlhf.loop.FineTuneResult`; ``history`` is a :class:`GRPOHistory`, ``config``
+    a :class:`GRPOConfig`."""
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -58,12 +58,41 @@ def end_of_step(bar, callback: Callable | None, step: int, history, **postfix) -
     return callback_says_stop(callback, history)
 
 
+@dataclasses.dataclass
+class FineTuneResult:
+    """What every fine-tuning method of chapters 8-10 returns: the trained policy, its history,
+    the config, whether Ctrl+C stopped it, the response tokens it sampled (0 for DPO, which
+    samples none) and its seconds. PPO's adds its value model."""
+
+    policy: nn.Module
+    history: Any
+    config: Any
+    interrupted: bool = False
+    tokens_generated: int = 0
+    seconds: float = 0.0
+
+
 def _series():
     return dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
-class SampledHistory:
+class StepHistory:
+    """The history family of chapters 8-10: one entry per step (an iteration, a gradient step)
+    in every list; ``len(history)`` counts the finished steps (what a callback reads)."""
+
+    seconds: list[float] = _series()
+
+    def __len__(self) -> int:
+        """Finished steps."""
+        return len(self.seconds)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class SampledHistory(StepHistory):
     """What PPO and GRPO log once per iteration, measured on that iteration's rollouts (the
     policy's own samples); each method's history adds its own diagnostics."""
 
@@ -75,17 +104,9 @@ class SampledHistory:
     length: list[float] = _series()
     clip_fraction: list[float] = _series()
     approx_kl: list[float] = _series()      # old -> new, per update (k3)
-    seconds: list[float] = _series()
     rollout_seconds: list[float] = _series()  # sampling and scoring
     update_seconds: list[float] = _series()   # the gradient steps
     samples: list[list[str]] = _series()    # a few texts per iteration
-
-    def __len__(self) -> int:
-        """Finished iterations."""
-        return len(self.seconds)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def minibatch_epochs(config, rng, device, step: Callable) -> list[dict]:

@@ -35,8 +35,8 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.runs import check_callback
-from ppo_lib.rlhf.loop import (SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step, record_sampled,
-                               trainable_copy, training_run)
+from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
+                               record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
 from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
 from ppo_lib.rlhf.task import Task
@@ -116,14 +116,11 @@ class TokenPPOHistory(SampledHistory):
 
 
 @dataclasses.dataclass
-class TokenPPOResult:
-    policy: GPT
-    value_model: ScalarModel
-    history: TokenPPOHistory
-    config: TokenPPOConfig
-    interrupted: bool = False
-    tokens_generated: int = 0
-    seconds: float = 0.0
+class TokenPPOResult(FineTuneResult):
+    """See :class:`~ppo_lib.rlhf.loop.FineTuneResult`; ``history`` is a :class:`TokenPPOHistory`, ``config``
+    a :class:`TokenPPOConfig`, and PPO keeps its trained value model (the critic) too."""
+
+    value_model: ScalarModel | None = None
 
 
 @dataclasses.dataclass
@@ -226,7 +223,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
     generator = torch.Generator(dev).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     history = TokenPPOHistory()
-    result = TokenPPOResult(policy, value_model, history, config)
+    result = TokenPPOResult(policy, history, config, value_model=value_model)
     beta = config.beta
     callback = check_callback(callback)
     with training_run(result, config.iterations, f"PPO beta={config.beta:g}", progress,

@@ -95,7 +95,7 @@ def test_wrong_aggregations_are_rejected_and_unfilled_is_said():
     assert "in place" in check_aggregate_loss.evaluate(in_place).message
 
 
-# ---------------------------------------------------------------- the format reward (exercise 10.3)
+# ---------------------------------------------------------------- the format reward (exercise 10.4)
 
 def format_reward_by_hand(prompt, response):
     # no parse_response: the worked format checked token by token
@@ -139,7 +139,7 @@ def test_the_reference_gives_degenerate_responses_nothing():
     assert all(g == 0.0 for g in got[4:]) and len(got) >= 10
 
 
-# ---------------------------------------------------------------- the diagnosis (exercise 10.4)
+# ---------------------------------------------------------------- the diagnosis (exercise 10.3)
 
 def _record():
     from pathlib import Path
@@ -167,6 +167,8 @@ def test_the_diagnosis_right_answer_passes_and_each_wrong_name_says_why(capsys):
             assert "4 of 5 right" in out
     assert not check_diagnosis(None, record) and "no guess yet" in capsys.readouterr().out
     assert not check_diagnosis({"A": "bad luck"}, record) and "is not one of the causes" in capsys.readouterr().out
+    assert not check_diagnosis({"A": ["healthy"]}, record) and "is not one of the causes" in capsys.readouterr().out
+    assert not check_diagnosis("healthy", record) and "expected a dict" in capsys.readouterr().out
 
 
 def test_the_logged_runs_show_what_the_signatures_say():

@@ -381,7 +381,7 @@ def check_diagnosis(guess, record: dict) -> bool:
         g, truth = guess.get(rid), RUN_CAUSE[name]
         if g is None:
             print(f"○ run {rid}: no guess yet (one of: {options})")
-        elif g not in CAUSES:
+        elif not isinstance(g, str) or g not in CAUSES:
             print(f"✗ run {rid}: {g!r} is not one of the causes: {options}")
         elif g == truth:
             right += 1
@@ -395,5 +395,5 @@ def check_diagnosis(guess, record: dict) -> bool:
     return right == len(DIAGNOSIS_RUNS)
 
 
-# in the chapter's order: exercises 10.1, 10.2 and 10.3 (the diagnosis, 10.4, is check_diagnosis)
+# in the chapter's order: exercises 10.1, 10.2 and 10.4 (10.3, the diagnosis, is check_diagnosis)
 RLVR_EXERCISES = [check_pass_at_k, check_aggregate_loss, check_format_reward]

@@ -175,6 +175,8 @@ def test_the_logged_runs_show_what_the_signatures_say():
     from ppo_lib.teaching.checks.rlvr import diagnosis_curves, DIAGNOSIS_RUNS
 
     record = _record()
+    assert record["command"].endswith("benchmarks/rlvr_diagnosis.py") and record["date"][:4] >= "2026"
+    assert all(len(r["history"]["accuracy"]) == record["settings"]["iterations"] for r in record["runs"].values())
     h = {DIAGNOSIS_RUNS[rid]: v for rid, v in diagnosis_curves(record).items()}
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     healthy, hard, cold, fmt, lr = (h[k] for k in ("healthy", "too_hard", "cold", "format", "lr_high"))

@@ -35,10 +35,10 @@
 # - Predict and compute the per-token weight of GRPO's, Dr. GRPO's and DAPO's loss aggregations, and explain the length bias of the per-response mean.
 # - Train GRPO on a verifier and read its diagnostics: accuracy, response length, scratchpad share, zero-variance groups, KL, seconds.
 # - Compare GRPO's 2025 successors (Dr. GRPO, DAPO's clip-higher and dynamic sampling, GSPO, the KL on and off) on three seeds, and say where they differ and where not.
-# - Diagnose a reward that does not go up from logged curves: prompts too hard, a temperature too low.
+# - Diagnose a reward that does not go up from logged curves: prompts too hard, a temperature too low, a format nobody produces, a learning rate too high.
+# - Write a reward for format plus correctness that a degenerate answer cannot collect.
 
 # %%
-import dataclasses
 import json
 
 import ipywidgets as widgets
@@ -47,7 +47,9 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from ppo_lib.teaching.checks.rlvr import check_aggregate_loss, check_pass_at_k
+from ppo_lib.teaching.checks.rlvr import (CAUSES, DIAGNOSIS_RUNS, FORMAT_BONUS, RUN_CAUSE, check_aggregate_loss,
+                                         check_diagnosis, check_format_reward, check_pass_at_k, diagnosis_curves,
+                                         load_diagnosis)
 from ppo_lib.course import REPO_ROOT
 from ppo_lib.rlhf import addition
 from ppo_lib.rlhf.evaluate import evaluate_verifier
@@ -452,41 +454,167 @@ display(variant_explorer)
 # %% [markdown]
 # ## 5. "Why doesn't my reward go up?"
 #
-# The most asked question about GRPO. Two failing runs, short ones; read the logs and name the
-# cause before you read the explanation.
+# The most asked question about GRPO. `benchmarks/rlvr_diagnosis.py` ran five short GRPO runs
+# (40 iterations, seed 0, one seed each) from the same SFT model with the preset's settings, and
+# broke four of them in one way each: prompts the model cannot solve, a temperature too low, a
+# verifier that demands a format the model never writes, a learning rate too high. The fifth is
+# healthy. Their ids, A to E, hide which is which. Besides accuracy, each run logged per
+# iteration what a group looked like: the share of groups that are **all wrong**, the **distinct
+# share** (distinct answers among a group's 8, divided by 8: 1 when all differ, 1/8 when all
+# are the same), the share of **well-formed** answers (under the run's own verifier's format),
+# and the **KL** to the SFT model.
+#
+# **Predict first.** Which of these curves stays *exactly* flat when every group is all wrong
+# and there is no KL term in the loss? (Look at the advantages of an all-wrong group.)
 
 # %%
-hard_task = addition.make_task(digits=4)          # 4-digit problems, for a model taught on 3 digits
-hard_sft = dataclasses.replace(sft, task=hard_task)   # the same model, asked the harder task
-hard = train_grpo(hard_sft, None, GRPOConfig(**{**grpo_settings, "iterations": 6, "seed": 0}), progress=False)
-cold = train_grpo(sft, None, GRPOConfig(**{**grpo_settings, "iterations": 6, "seed": 0, "temperature": 0.05}),
-                  progress=False)
-for name, r in (("run A", hard), ("run B", cold)):
-    hh = r.history
-    print(f"{name}: accuracy {np.round(hh.gold, 2)}, zero-variance groups {np.round(hh.zero_std_groups, 2)}")
-    print(f"       last samples: {hh.samples[-1][:3]}")
-print(f"run A: the policy's change per update (approx KL old -> new): {max(hard.history.approx_kl):.1e}")
-assert all(z == 1.0 for z in hard.history.zero_std_groups) and max(hard.history.gold) == 0.0
-assert max(hard.history.approx_kl) == 0.0
-assert np.mean(cold.history.zero_std_groups) > 0.8 and max(cold.history.gold) < 0.3
+diag = load_diagnosis(REPO_ROOT / "benchmarks" / "results" / "rlvr_diagnosis.json")
+print(f"{diag['command']} ({diag['date'][:10]}): {diag['settings']['iterations']} iterations, "
+      f"seed {diag['settings']['seed']}")
+curves = diagnosis_curves(diag)
+panels = {"accuracy": "accuracy (rollouts)", "all_wrong": "all-wrong groups", "distinct": "distinct share in a group",
+          "well_formed": "well-formed answers", "kl": "KL to the SFT model (nats)"}
+fig, axes = plt.subplots(1, 5, figsize=(15, 3))
+for rid, h in curves.items():
+    for ax, key in zip(axes, panels):
+        ax.plot(h[key], lw=1.2, label=f"run {rid}")
+for ax, title in zip(axes, panels.values()):
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel("iteration")
+axes[4].set_yscale("symlog", linthresh=0.1)
+axes[0].legend(fontsize="small")
+fig.tight_layout()
+plt.show()
+
+
+def run_summary(h):
+    m = lambda key, sl=slice(None): float(np.mean(h[key][sl]))  # noqa: E731
+    return {"acc 0": h["accuracy"][0], "acc last 10": m("accuracy", slice(-10, None)), "all wrong": m("all_wrong"),
+            "all wrong last 10": m("all_wrong", slice(-10, None)), "distinct first 5": m("distinct", slice(0, 5)),
+            "well formed": m("well_formed"), "largest KL": max(h["kl"])}
+
+
+summary = {rid: run_summary(h) for rid, h in curves.items()}
+print("run" + "".join(f"{k:>18s}" for k in summary["A"]))
+for rid, s in summary.items():
+    print(f"  {rid}" + "".join(f"{v:18.2f}" for v in s.values()))
 
 # %% [markdown]
-# **Run A: the prompts are too hard.** Every group is all wrong (zero variance 100%), so every
-# advantage is 0 and, without a KL term, the update is *exactly* zero: the policy does not move
-# at all (its change per update is 0, printed above). The model was taught 3-digit sums and is asked 4-digit ones; no amount of RL helps
-# when the model never produces a right answer to learn from. Cure: easier prompts (a
-# curriculum), or demonstrations of the harder problems in SFT.
+# ### Exercise 10.3 — name the cause of each run
 #
-# **Run B: the temperature is too low.** At temperature 0.05 the 8 samples of a prompt are
-# nearly identical, so a group is all right or all wrong and carries no signal. GRPO needs
-# *diversity within a group*; sample at temperature 1 (and use the same temperature in the
-# training forward pass, chapter 8).
+# Make `diagnosis()` return a dict `{run id: cause}` for the five runs, each cause one of
+# `CAUSES` (printed below). Reason from the evidence: which curves can each cause move, and
+# which must it leave alone? The checker says, for each run, whether you are right, and if not
+# why the cause you named does not fit that run's curves.
+
+# %%
+for cause, meaning in CAUSES.items():
+    print(f"{cause!r:26s} {meaning}")
+
+
+# %% nbgrader={"grade": false, "grade_id": "diagnosis", "locked": false, "schema_version": 3, "solution": true}
+def diagnosis():
+    ### BEGIN SOLUTION
+    return {"A": "temperature too low", "B": "learning rate too high", "C": "healthy",
+            "D": "format nobody produces", "E": "prompts too hard"}
+    ### END SOLUTION
+
+
+# %%
+try:
+    my_diagnosis = diagnosis()
+except NotImplementedError:
+    my_diagnosis = None
+diagnosed = check_diagnosis(my_diagnosis, diag)
+
+# %% [markdown]
+# Once you have tried: what each failure looks like, and its cure.
 #
-# Two other causes you can try with the cells above: a learning rate of $10^{-3}$ (ten times the
-# preset) can destroy the scratchpad within a few dozen iterations, after which every group is
-# all wrong and the run never recovers; and a reward for a format nobody produces (ask for a
-# scratchpad token the teacher never wrote) is the same as run A.
+# - **Prompts too hard** (4-digit operands for a model taught 3-digit sums). The answers are
+#   well formed and varied, but every group is all wrong at every iteration, so every
+#   advantage is 0 and, with no KL term, the update is *exactly* zero: the KL to the SFT model
+#   stays 0.0. RL can only make likelier what the model already sometimes gets right. Cure:
+#   easier prompts (a curriculum), or demonstrations of the harder problems in SFT.
+# - **A format nobody produces** (a verifier that wants `so 1 0 9 3 <eos>`, which the teacher
+#   never wrote). The same flat zero, but the tell is the well-formed share: (almost) no answer
+#   is in the demanded format. Cure: check what the SFT model writes against what the verifier
+#   parses *before* training (a few samples through the verifier), or teach the format in SFT.
+# - **A temperature too low** (0.01 in rollouts and training). The 8 answers to a prompt are
+#   nearly the same one (a distinct share under 0.3 over the first 5 iterations, about 2
+#   different answers in 8, against over 0.55 in every other run) and nearly every group is
+#   zero-variance. The
+#   few groups that differ give huge steps: the logits are divided by the temperature, so the
+#   KL jumps past 10 nats while the accuracy stays under half the healthy run's. GRPO needs *diversity within a
+#   group*: sample at temperature 1 (and train at the temperature you sampled at, chapter 8).
+# - **A learning rate too high** (10^-3, ten times the preset). It starts where the healthy run
+#   starts (the same SFT model), the worked style takes over, then the scratchpad itself breaks:
+#   accuracy falls below where it started, all-wrong groups are more than half over the last 10
+#   iterations, and once a group is all wrong it gives no
+#   gradient to climb back with. Its KL is several times the healthy run's from the first
+#   iterations on (the first 5 iterations' largest KL more than twice the healthy run's). Cure: a smaller lr (RLVR.md: 3e-4 still works here, noisier).
 #
+# In this file, measured (one seed each):
+
+# %%
+by_cause = {RUN_CAUSE[name]: summary[rid] for rid, name in DIAGNOSIS_RUNS.items()}
+rid, hid = (r for cause in ("learning rate too high", "healthy") for r, n in DIAGNOSIS_RUNS.items() if RUN_CAUSE[n] == cause)
+healthy, hard, fmt = by_cause["healthy"], by_cause["prompts too hard"], by_cause["format nobody produces"]
+cold_run, hot = by_cause["temperature too low"], by_cause["learning rate too high"]
+print(f"healthy: accuracy {healthy['acc 0']:.2f} -> {healthy['acc last 10']:.2f}, largest KL {healthy['largest KL']:.2f}")
+print(f"prompts too hard: all-wrong {hard['all wrong']:.0%}, well formed {hard['well formed']:.0%}, "
+      f"largest KL {hard['largest KL']}")
+print(f"format nobody produces: all-wrong {fmt['all wrong']:.0%}, well formed {fmt['well formed']:.1%}, "
+      f"largest KL {fmt['largest KL']}")
+print(f"temperature too low: distinct share {cold_run['distinct first 5']:.2f} over the first 5 iterations, "
+      f"largest KL {cold_run['largest KL']:.0f}, accuracy over the last 10 {cold_run['acc last 10']:.2f}")
+print(f"learning rate too high: accuracy {hot['acc 0']:.2f} -> {hot['acc last 10']:.2f}, "
+      f"all-wrong groups over the last 10 iterations {hot['all wrong last 10']:.0%}")
+# what the text above says, for this file's numbers
+assert healthy["acc last 10"] > healthy["acc 0"] + 0.4 and healthy["largest KL"] < 2
+assert hard["all wrong"] == 1.0 and hard["well formed"] > 0.9 and hard["largest KL"] == 0.0
+assert fmt["all wrong"] == 1.0 and fmt["well formed"] < 0.02 and fmt["largest KL"] == 0.0
+assert hard["distinct first 5"] > 0.6 and fmt["distinct first 5"] > 0.6
+assert cold_run["distinct first 5"] < 0.3 and cold_run["largest KL"] > 10
+assert all(s["distinct first 5"] > 0.55 for s in summary.values() if s is not cold_run)
+assert cold_run["acc last 10"] < healthy["acc last 10"] / 2
+assert hot["acc 0"] == healthy["acc 0"] and hot["acc last 10"] < healthy["acc 0"] and hot["all wrong last 10"] > 0.5
+assert max(curves[rid]["kl"][:5]) > 2 * max(curves[hid]["kl"][:5])
+
+# %% [markdown]
+# ### Exercise 10.4 — a format bonus that a degenerate answer cannot collect
+#
+# Against all-wrong groups people reach for a **format bonus**: a little reward for the worked
+# style, right or wrong, so that a group whose answers are all wrong still has a spread of
+# rewards and a gradient towards the scratchpad. Section 1 warned how it is hacked: pay it for
+# starting with `:` and the policy learns to write `: <eos>`.
+#
+# Write `format_reward(prompt, response)`: `prompt` and `response` are lists of token ids (the
+# response padded with `<pad>` after `<eos>`). Return the verifier's 1 or 0, plus
+# `FORMAT_BONUS` (0.1) when the response is a *complete, well-formed worked answer*
+# (`: n , ... , n so N <eos>`), right or wrong; anything else gets no bonus. Useful:
+# `addition.verify(prompt, response)`, and `addition.parse_response(response)`, which returns
+# `(answer, worked)` for a well-formed response and `None` otherwise. The checker runs your
+# reward on crafted responses, degenerate ones among them, and says which one it over- (or
+# under-) rewarded.
+#
+# **Predict first**: of `: <eos>`, `: 1 3 , 9 , 1 0 so <eos>` and `so 1 0 9 3 <eos>`, which
+# would a bonus for "`:` first and `so` somewhere" pay?
+
+# %% nbgrader={"grade": false, "grade_id": "format_reward", "locked": false, "schema_version": 3, "solution": true}
+def format_reward(prompt, response):
+    ### BEGIN SOLUTION
+    parsed = addition.parse_response(response)
+    bonus = FORMAT_BONUS if parsed is not None and parsed[1] else 0.0
+    return addition.verify(prompt, response) + bonus
+    ### END SOLUTION
+
+
+# %%
+format_reward = check_format_reward(format_reward)
+for case in check_format_reward.cases:
+    print(f"{format_reward(*case.args):4.1f}  {case.describe}")
+
+# %% [markdown]
 # ## What we learned
 #
 # - A **task** is a value: vocabulary, prompts, supervised data and a reward. With a
@@ -498,8 +626,12 @@ assert np.mean(cold.history.zero_std_groups) > 0.8 and max(cold.history.gold) < 
 #   one's (the **length bias**); Dr. GRPO and DAPO weigh every token alike. On this task, at
 #   13-16 tokens, the three end within noise of each other; the seed mattered more.
 # - **Zero-variance groups** are the signal that is missing: all-right groups grow with skill,
-#   all-wrong groups mean the task is too hard or the samples too alike. DAPO's dynamic sampling
-#   refills them at the cost of more sampling.
+#   all-wrong groups mean the task is too hard, the format unknown, or the policy broken; groups
+#   of identical answers mean the temperature is too low. DAPO's dynamic sampling refills them
+#   at the cost of more sampling. Log them every iteration, with the distinct share, the
+#   well-formed share and the KL: together they tell the causes apart.
+# - A **format bonus** gives all-wrong groups a spread, but only if a degenerate answer cannot
+#   collect it: pay it for a complete, parsed worked answer, never for a marker.
 # - Where time goes: sampling is a large part of a small model's iteration, and a key/value
 #   cache makes it several times faster (`generate(kv_cache=True)`).
 #

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -245,3 +246,38 @@ def test_chapter_8_beta_slider_redraws(browser, lab):
         _open_and_run_all(page, lab, "08_rlhf_ppo")
         # the KL coefficient: beta 0 (the hack) -> 0.03, read from the benchmark's file
         _move_and_check(page, "beta = 0 (", 0, 1, "beta = 0.03 (", "08_beta")
+
+
+def _click_and_check(page, readout_text: str, button: str, expect_text: str, shot: str, timeout_ms: int = 60_000):
+    """In the live figure whose kernel-written readout contains ``readout_text``: the figure is
+    drawn before any interaction (its default rendering), then clicking the toggle button
+    labelled ``button`` makes the readout contain ``expect_text`` and changes the figure."""
+    box = page.locator(".jp-OutputArea-output .widget-vbox"
+                       f":has(> .widget-html:has-text('{readout_text}'))").first
+    box.wait_for(timeout=60_000)
+    box.scroll_into_view_if_needed()
+    element = box.element_handle()
+    before = _stable_src(box.locator(".widget-output img").first)
+    assert before and before.startswith("data:image/png"), f"{shot}: no default figure before any interaction"
+    page.screenshot(path=str(SHOTS / f"{shot}_before.png"))
+    box.locator(".widget-toggle-button").filter(has_text=re.compile(rf"^\s*{re.escape(button)}\s*$")).first.click()
+    page.wait_for_function("([el, text]) => el.innerText.includes(text)", arg=[element, expect_text],
+                           timeout=timeout_ms)
+
+    def current_src():
+        img = element.query_selector(".widget-output img")
+        return img.get_attribute("src") if img else before
+
+    deadline = time.monotonic() + 30
+    while current_src() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert current_src() != before, f"{shot}: the plot did not change"
+    page.screenshot(path=str(SHOTS / f"{shot}_after.png"))
+
+
+def test_chapter_10_variant_buttons_redraw(browser, lab):
+    with _page(browser, "10") as page:
+        _open_and_run_all(page, lab, "10_rlvr")
+        # the variants over training, read from results/rlvr.json: plain GRPO -> full DAPO
+        _click_and_check(page, "held-out pass@1", "dapo", "dapo {'loss_aggregation': 'dapo', 'clip_eps_high'",
+                         "10_variant")

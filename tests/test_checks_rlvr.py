@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ppo_lib.teaching.checks.rlvr import RLVR_EXERCISES, check_aggregate_loss, check_pass_at_k
+from ppo_lib.teaching.checks.rlvr import RLVR_EXERCISES, check_aggregate_loss, check_format_reward, check_pass_at_k
 from tests.catalogue import assert_accepted, assert_flagged
 
 
@@ -93,3 +93,97 @@ def test_wrong_aggregations_are_rejected_and_unfilled_is_said():
         x.mul_(m)
         return aggregate_with_weights(x, m, k)
     assert "in place" in check_aggregate_loss.evaluate(in_place).message
+
+
+# ---------------------------------------------------------------- the format reward (exercise 10.4)
+
+def format_reward_by_hand(prompt, response):
+    # no parse_response: the worked format checked token by token
+    from ppo_lib.rlhf import addition as A
+
+    ids = list(response)
+    correct = A.verify(prompt, ids)
+    if A.EOS_ID not in ids or not ids or ids[0] != A.WORK:
+        return correct
+    words = [A.VOCAB[i] for i in ids[1:ids.index(A.EOS_ID)]]
+    if words.count("so") != 1:
+        return correct
+    k = words.index("so")
+    items = " ".join(words[:k]).split(",")
+    ok_number = lambda ws: bool(ws) and all(w in A.DIGITS for w in ws) and (ws[0] != "0" or len(ws) == 1)  # noqa: E731
+    complete = bool(words[:k]) and all(ok_number(i.split()) for i in items) and ok_number(words[k + 1:])
+    return correct + (0.1 if complete else 0.0)
+
+
+def test_a_correct_format_reward_written_by_hand_passes():
+    assert_accepted(check_format_reward, format_reward_by_hand)
+
+
+def test_the_degenerate_response_that_was_over_rewarded_is_named():
+    from ppo_lib.rlhf import addition as A
+
+    def marker_bonus(p, r):  # the bonus for ':' first, whatever follows
+        return A.verify(p, r) + (0.1 if r[0] == A.WORK else 0.0)
+    message = check_format_reward.evaluate(marker_bonus).message
+    assert "over-rewarded: expected 0, got 0.1" in message and "the scratchpad marker alone" in message
+    assert "Writing ':' costs nothing" in message
+    result = check_format_reward.evaluate(lambda p, r: "1.1")
+    assert not result.passed and "expected a number" in result.message
+
+
+def test_the_reference_gives_degenerate_responses_nothing():
+    from ppo_lib.teaching.checks.rlvr import FORMAT_BONUS, reference_format_reward
+
+    got = [reference_format_reward(*case.args) for case in check_format_reward.cases]
+    assert got[:4] == [1 + FORMAT_BONUS, 1.0, FORMAT_BONUS, 0.0]
+    assert all(g == 0.0 for g in got[4:]) and len(got) >= 10
+
+
+# ---------------------------------------------------------------- the diagnosis (exercise 10.3)
+
+def _record():
+    from pathlib import Path
+
+    from ppo_lib.teaching.checks.rlvr import load_diagnosis
+
+    return load_diagnosis(Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "rlvr_diagnosis.json")
+
+
+def test_the_diagnosis_right_answer_passes_and_each_wrong_name_says_why(capsys):
+    from ppo_lib.teaching.checks.rlvr import CAUSES, DIAGNOSIS_RUNS, RUN_CAUSE, SIGNATURE, check_diagnosis
+
+    record = _record()
+    right = {rid: RUN_CAUSE[name] for rid, name in DIAGNOSIS_RUNS.items()}
+    assert sorted(right.values()) == sorted(CAUSES)
+    assert check_diagnosis(right, record)
+    assert "5 of 5 right" in capsys.readouterr().out
+    for rid in DIAGNOSIS_RUNS:
+        for cause in CAUSES:
+            if cause == right[rid]:
+                continue
+            assert not check_diagnosis({**right, rid: cause}, record)
+            out = capsys.readouterr().out
+            assert f"✗ run {rid}: not {cause!r}: {SIGNATURE[cause]}; but run {rid}: accuracy" in out
+            assert "4 of 5 right" in out
+    assert not check_diagnosis(None, record) and "no guess yet" in capsys.readouterr().out
+    assert not check_diagnosis({"A": "bad luck"}, record) and "is not one of the causes" in capsys.readouterr().out
+    assert not check_diagnosis({"A": ["healthy"]}, record) and "is not one of the causes" in capsys.readouterr().out
+    assert not check_diagnosis("healthy", record) and "expected a dict" in capsys.readouterr().out
+
+
+def test_the_logged_runs_show_what_the_signatures_say():
+    from ppo_lib.teaching.checks.rlvr import diagnosis_curves, DIAGNOSIS_RUNS
+
+    record = _record()
+    assert record["command"].endswith("benchmarks/rlvr_diagnosis.py") and record["date"][:4] >= "2026"
+    assert all(len(r["history"]["accuracy"]) == record["settings"]["iterations"] for r in record["runs"].values())
+    h = {DIAGNOSIS_RUNS[rid]: v for rid, v in diagnosis_curves(record).items()}
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    healthy, hard, cold, fmt, lr = (h[k] for k in ("healthy", "too_hard", "cold", "format", "lr_high"))
+    assert mean(healthy["accuracy"][-10:]) > healthy["accuracy"][0] + 0.4 and max(healthy["kl"]) < 2
+    assert all(x == 1.0 for x in hard["all_wrong"]) and all(x == 0.0 for x in hard["kl"])
+    assert mean(hard["well_formed"]) > 0.9 and mean(hard["distinct"]) > 0.6
+    assert mean(cold["distinct"][:5]) < 0.3 and mean(cold["zero_variance"]) > 0.9 and max(cold["kl"]) > 10
+    assert mean(fmt["well_formed"]) < 0.02 and all(x == 0.0 for x in fmt["kl"]) and mean(fmt["distinct"]) > 0.6
+    assert lr["accuracy"][0] == healthy["accuracy"][0] and mean(lr["accuracy"][-10:]) < 0.15
+    assert max(lr["kl"][:5]) > 2 * max(healthy["kl"][:5]) and mean(lr["all_wrong"][-10:]) > 0.5

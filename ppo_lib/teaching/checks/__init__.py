@@ -44,8 +44,8 @@ from ppo_lib.teaching.checks.gaussian import check_gaussian_log_prob_entropy  # 
 ALL_EXERCISES += [check_ppo_update, check_gaussian_log_prob_entropy]
 __all__ += ["check_ppo_update", "check_gaussian_log_prob_entropy"]
 
-# --- chapter 10: pass@k and the three loss aggregations of GRPO's successors ---
-from ppo_lib.teaching.checks.rlvr import check_aggregate_loss, check_pass_at_k  # noqa: E402
+# --- chapter 10: pass@k, the three loss aggregations of GRPO's successors, a format reward ---
+from ppo_lib.teaching.checks.rlvr import check_aggregate_loss, check_format_reward, check_pass_at_k  # noqa: E402
 
-ALL_EXERCISES += [check_pass_at_k, check_aggregate_loss]
-__all__ += ["check_pass_at_k", "check_aggregate_loss"]
+ALL_EXERCISES += [check_pass_at_k, check_aggregate_loss, check_format_reward]
+__all__ += ["check_pass_at_k", "check_aggregate_loss", "check_format_reward"]

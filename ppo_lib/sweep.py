@@ -10,9 +10,10 @@ A job is a picklable function (defined at module level), its keyword arguments a
 stable key that names everything its result depends on. The runs are seeded, so
 the results are the same whatever the backend: in this process (``workers=1``), on
 ``workers`` local processes (spawn context, torch on one thread in each), or on a Ray
-cluster (``ray="auto"`` or an address; Ray is imported only when asked for, and is an
-optional extra). Every result goes through JSON, so it comes back the same way
-whether it was just computed or read back from the resume file.
+cluster (``ray="auto"`` or an address; ``"local"`` starts a fresh instance on this
+machine). Ray is imported only when asked for, and is an optional extra. Every result
+goes through JSON, so it comes back the same way whether it was just computed or read
+back from the resume file.
 
 Resume: with ``resume=PATH`` each finished job is appended to a JSON-lines file
 (``{"key": ..., "result": ...}``) as soon as it finishes, and a later run skips the keys
@@ -78,8 +79,8 @@ def resume_path(out: str | Path) -> Path:
 def add_arguments(parser) -> None:
     """The runner's command-line options, the same in every sweep script."""
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in this process)")
-    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS",
-                        help="run the jobs on a Ray cluster instead (needs the optional extra: pip install -e '.[ray]')")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS|local",
+                        help="run the jobs on a Ray cluster instead, or on a fresh local Ray instance (needs the optional extra: pip install -e '.[ray]')")
     parser.add_argument("--fresh", action="store_true",
                         help="ignore the finished jobs kept from an interrupted run (the .jobs.jsonl next to --out)")
 
@@ -157,8 +158,9 @@ class Runner:
                 import ray
             except ImportError:
                 raise ValueError("--ray needs Ray: pip install -e '.[ray]' (an optional extra)") from None
-            if not ray.is_initialized():
-                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
+            if not ray.is_initialized():  # "local": a fresh one-machine instance, stopped at close
+                ray.init(address=None if self.ray_address == "local" else self.ray_address,
+                         include_dashboard=False, log_to_driver=False,
                          runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
                 self._ray_started = True
             self._ray = ray

@@ -246,7 +246,7 @@ class Runner:
                 log = self.resume.open("a")
                 if cut:  # end the line an interruption cut off, so the next one stands alone
                     log.write("\n")
-            for i, outcome in self._submit_all(todo):
+            for i, outcome in self._submit_all(todo) if todo else ():  # nothing to do: no pool, no Ray
                 ran += 1
                 job = jobs[i]
                 if outcome[0] == "ok":

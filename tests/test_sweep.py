@@ -135,3 +135,45 @@ def test_ray_equal_serial(serial):
         assert "5/5 done, 0 failed" in stream.getvalue()
     finally:
         ray.shutdown()
+
+
+def _fake_sensitivity_run(env_id: str, knob: str, value, seed: int) -> dict:
+    """Stands in for a training run (seconds -> nothing): the same fields, a seeded number."""
+    rng = np.random.default_rng([seed, len(knob)])
+    if knob == "gamma" and seed == 1 and os.environ.get("SWEEP_TEST_FAIL_ONCE") == "1":
+        os.environ["SWEEP_TEST_FAIL_ONCE"] = "0"
+        raise RuntimeError("interrupted")
+    return {"knob": knob, "value": value, "seed": seed, "seconds": 0.0,
+            "mean_training_return": round(float(rng.normal()), 1), "final_eval": round(float(rng.normal()), 1)}
+
+
+def test_sensitivity_script_keeps_other_knobs_and_resumes(tmp_path, monkeypatch, capsys):
+    """benchmarks/sensitivity.py on the runner: --knobs still keeps the other knobs' runs, and a sweep
+    that failed part-way reruns only what it had not finished (training replaced by a seeded stand-in)."""
+    import sys
+
+    import benchmarks.sensitivity as sens
+
+    monkeypatch.setattr(sens, "run", _fake_sensitivity_run)
+    out = tmp_path / "sensitivity.json"
+
+    def main(*argv):
+        monkeypatch.setattr(sys, "argv", ["sensitivity.py", "--envs", "CartPole-v1", "--seeds", "0", "1",
+                                          "--out", str(out), *argv])
+        return sens.main()
+
+    main("--knobs", "clip_eps")
+    first = json.loads(out.read_text())["tasks"]["CartPole-v1"]
+    monkeypatch.setenv("SWEEP_TEST_FAIL_ONCE", "1")
+    with pytest.raises(SweepFailed, match="gamma=0.95 seed=1: RuntimeError: interrupted"):
+        main("--knobs", "gamma")
+    assert len(resume_path(out).read_text().splitlines()) == 5  # the 6 gamma runs but the failed one
+    capsys.readouterr()
+    main("--knobs", "gamma")
+    assert "5/6 kept" in capsys.readouterr().err and not resume_path(out).exists()
+    entry = json.loads(out.read_text())["tasks"]["CartPole-v1"]
+    assert [r for r in entry["runs"] if r["knob"] == "clip_eps"] == first["runs"]
+    gamma = [_fake_sensitivity_run("CartPole-v1", "gamma", v, s) for v in sens.TASKS["CartPole-v1"]["sweeps"]["gamma"]
+             for s in (0, 1)]
+    assert [r for r in entry["runs"] if r["knob"] == "gamma"] == gamma
+    assert [a["knobs"] for a in entry["added_by"]] == [["gamma"]] and entry["complete"] is False

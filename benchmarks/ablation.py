@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ablation.py                  # CartPole-v1 and Pendulum-v1, 5 seeds (~30 min on 1 core)
     .venv/bin/python benchmarks/ablation.py --jobs 2         # the same on 2 processes
+    .venv/bin/python benchmarks/ablation.py --ray auto       # the same on a Ray cluster
     .venv/bin/python benchmarks/ablation.py --envs CartPole-v1 --seeds 0 1 2 3 4 5 6 7
 
 For every detail, the "all on" configuration is trained with that one detail
@@ -9,7 +10,10 @@ off, on each seed, for a fixed budget. The score is the mean of a deterministic
 10-episode evaluation at the end, and the mean training return over the whole
 run (an area under the learning curve: it rewards learning *fast*). Writes
 benchmarks/results/ablation.json (with the command, the date and the machine),
-which chapter 7 reads; rerun this script to regenerate it.
+which chapter 7 reads; rerun this script to regenerate it. The runs go through the
+sweep runner (``ppo_lib.sweep``): an interrupted sweep keeps its finished runs in
+results/ablation.jobs.jsonl and a rerun of the same command skips them (``--fresh``
+starts over); the file is removed once the sweep is complete.
 
 Value clipping's epsilon is in raw return units, so whether it bites depends on
 the reward scale: "no reward scaling" alone would also change what value
@@ -21,6 +25,8 @@ bootstrap confidence interval of its mean over seeds (10,000 resamples).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._record import header, write  # noqa: E402
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, PENDULUM_PRESET, PPO, PPOConfig  # noqa: E402
 from ppo_lib import stats  # noqa: E402
+from ppo_lib.sweep import Job, Runner, add_arguments, resume_path  # noqa: E402
 from ppo_lib.train import evaluate, train  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "ablation.json"
@@ -82,16 +89,19 @@ def bootstrap_ci(values) -> list[float]:
     return [round(v, 1) for v in stats.bootstrap_ci(values)]
 
 
-def _run_job(job):
-    torch.set_num_threads(1)
-    return run(*job)
+def job_key(env_id: str, overrides: dict, seed: int) -> str:
+    """What a run depends on, for the resume file: the task, its budget, the changed details, the seed, and a
+    digest of the whole configuration (so a changed preset or ALL_ON never reuses an old run)."""
+    preset, budget = SETUPS[env_id]
+    config = hashlib.sha256(json.dumps({**preset, **ALL_ON, **overrides}, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{env_id} budget={budget} {json.dumps(overrides, sort_keys=True)} config={config} seed={seed}"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    add_arguments(p)  # --jobs N (worker processes), --ray auto|ADDRESS, --fresh
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="only these rows (names as in DETAILS), in this order; 'all details on' is always first")
     p.add_argument("--out", default=str(OUT))
@@ -104,17 +114,14 @@ def main() -> int:
         if unknown:
             p.error(f"unknown rows {unknown}; choose from {list(rows_all)}")
         rows_all = {"all details on": {}, **{r: rows_all[r] for r in args.rows if r != "all details on"}}
-    pool = None
-    if args.jobs > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(args.jobs)
-    try:
+    resume = resume_path(args.out)
+    with Runner(workers=args.jobs, ray=args.ray, resume=resume, fresh=args.fresh, label="ablation") as runner:
         for env_id in args.envs:
             rows = record["results"].setdefault(env_id, {})
             for name, overrides in rows_all.items():
-                jobs = [(env_id, overrides, s) for s in args.seeds]
-                runs = pool.map(_run_job, jobs, chunksize=1) if pool else [run(*job) for job in jobs]
+                jobs = [Job(job_key(env_id, overrides, s), run, dict(env_id=env_id, overrides=overrides, seed=s))
+                        for s in args.seeds]
+                runs = runner.map(jobs)
                 finals = [r["final_eval"] for r in runs]
                 aucs = [r["mean_training_return"] for r in runs]
                 rows[name] = {"overrides": overrides, "runs": runs,
@@ -129,11 +136,9 @@ def main() -> int:
                 # written after every row: an interrupted run leaves the rows it finished, and says so
                 record["complete"] = False
                 write(record, args.out)
-    finally:
-        if pool:
-            pool.close()
     record["complete"] = True
     write(record, args.out)
+    resume.unlink(missing_ok=True)  # complete: the next run of this script trains afresh
     return 0
 
 

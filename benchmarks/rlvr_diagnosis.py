@@ -1,6 +1,7 @@
 """Why doesn't my reward go up? Real failing GRPO runs on the addition task, and a healthy one (chapter 10).
 
     .venv/bin/python benchmarks/rlvr_diagnosis.py                 # 5 runs x 40 iterations, seed 0 (~2-4 min, 2 cores)
+    .venv/bin/python benchmarks/rlvr_diagnosis.py --jobs 2        # the 5 runs on 2 processes (--ray auto: on Ray)
 
 Writes results/rlvr_diagnosis.json (the command, date and machine with it). One seed each: each
 run shows its failure in its curves from the first iterations on; the seed spread is not what
@@ -21,11 +22,17 @@ responses (the task's own ``is_valid``), mean length, worked share, the share of
 rewards are all equal (zero-variance), split into all-wrong and all-right groups, the mean share
 of *distinct* responses in a group (1 = all 8 different, 1/8 = all identical), the KL to the
 SFT model and the gradient steps' clip fraction.
+
+The five runs go through the sweep runner (``ppo_lib.sweep``; ``--jobs``, ``--ray``, a
+resume file next to ``--out``): each job loads the SFT model from the cache, which this
+script fills first, so every run starts from the same weights whatever the process.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,10 +42,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._record import RESULTS, header, write  # noqa: E402
-from ppo_lib.rlhf import addition  # noqa: E402
+from ppo_lib.rlhf import addition, cache  # noqa: E402
 from ppo_lib.rlhf.grpo import GRPOConfig, train_grpo  # noqa: E402
 from ppo_lib.rlhf.presets import rlvr_presets  # noqa: E402
 from ppo_lib.rlhf.pretrain import pretrain  # noqa: E402
+from ppo_lib.sweep import Job, Runner, add_arguments, resume_path  # noqa: E402
 
 OUT = RESULTS / "rlvr_diagnosis.json"
 ITERATIONS = 40
@@ -125,21 +133,43 @@ def run(name: str, sft, kw: dict) -> dict:
             "samples_first": h.samples[0], "samples_last": h.samples[-1]}
 
 
-def main() -> None:
-    torch.set_num_threads(1)
+def sft_model():
+    """The SFT model every run starts from (rlvr_presets('cpu'), seed 0; from the cache once made), and the
+    preset's GRPO settings."""
     task, pre, kw = rlvr_presets("cpu")
     pre.seed = SEED
-    sft = pretrain(pre, device="cpu", progress=False, task=task)
+    return pretrain(pre, device="cpu", progress=False, task=task), kw
+
+
+def diagnose(name: str, cache_dir: str) -> dict:
+    """One logged run, in whichever process the runner puts it: the SFT model from ``cache_dir``."""
+    os.environ[cache.ENV] = cache_dir
+    sft, kw = sft_model()
+    return run(name, sft, kw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)  # --jobs N (worker processes), --ray auto|ADDRESS|local, --fresh
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    _, kw = sft_model()  # trained once here (or loaded): the jobs load it from the cache
     record = {**header(threads=1), "settings": {"grpo": kw, "iterations": ITERATIONS, "seed": SEED,
                                                 "sft": "rlvr_presets('cpu'), seed 0"}, "runs": {}}
-    for name in RUNS:
-        row = run(name, sft, kw)
+    jobs = [Job(f"{name} seed={SEED} iterations={ITERATIONS}", diagnose,
+                dict(name=name, cache_dir=str(cache.cache_dir()))) for name in RUNS]
+    resume = resume_path(args.out)
+    with Runner(workers=args.jobs, ray=args.ray, resume=resume, fresh=args.fresh, label="rlvr diagnosis") as runner:
+        rows = runner.map(jobs)
+    for name, row in zip(RUNS, rows):
         record["runs"][name] = row
         h = row["history"]
         print(f"[{name}] acc {h['accuracy'][0]:.2f} -> {h['accuracy'][-1]:.2f}  zero-var {h['zero_variance'][0]:.2f} -> "
               f"{h['zero_variance'][-1]:.2f}  all-wrong {h['all_wrong'][-1]:.2f}  distinct {h['distinct'][-1]:.2f}  "
               f"well-formed {h['well_formed'][-1]:.2f}  ({row['seconds']:.0f} s)", flush=True)
-        write(record, OUT)
+    write(record, args.out)
+    resume.unlink(missing_ok=True)  # complete: the next run of this script trains afresh
 
 
 if __name__ == "__main__":

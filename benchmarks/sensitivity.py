@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/sensitivity.py --jobs 2                          # both tasks (~40 min on 2 cores)
     .venv/bin/python benchmarks/sensitivity.py --jobs 2 --envs Pendulum-v1       # one task; the other's rows are kept
     .venv/bin/python benchmarks/sensitivity.py --jobs 2 --knobs target_kl         # one knob; the others' runs are kept
+    .venv/bin/python benchmarks/sensitivity.py --ray auto                         # on a Ray cluster
 
 Starting from a task's preset (``CARTPOLE_FAST_PRESET``, ``PENDULUM_PRESET``), each
 knob is set to three values spanning its typical range (one of them the preset's),
@@ -12,12 +13,16 @@ return (an area under the learning curve) and a deterministic 10-episode
 evaluation at the end. Writes benchmarks/results/sensitivity.json, which chapter 5
 reads: one entry per task under ``tasks``, each with the command and date that
 produced it, written after every knob (``"complete": false`` until the task is done).
-Tasks not named in ``--envs`` are kept from the existing file.
+Tasks not named in ``--envs`` are kept from the existing file. The runs go through
+the sweep runner (``ppo_lib.sweep``): an interrupted sweep also keeps its finished
+runs (inside a knob too) in results/sensitivity.jobs.jsonl, and a rerun of the same
+command skips them (``--fresh`` starts over); the file is removed once the sweep ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -29,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._record import header, write  # noqa: E402
 from ppo_lib.algos import CARTPOLE_FAST_PRESET, PENDULUM_PRESET, PPO, PPOConfig  # noqa: E402
+from ppo_lib.sweep import Job, Runner, add_arguments, resume_path  # noqa: E402
 from ppo_lib.train import evaluate, train  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "sensitivity.json"
@@ -87,15 +93,19 @@ def run(env_id: str, knob: str, value, seed: int) -> dict:
             "final_eval": round(float(np.mean(evaluate(algo.policy, env_id, 10, seed=10_000 + seed))), 1)}
 
 
-def _job(args):
-    return run(*args)
+def job_key(env_id: str, knob: str, value, seed: int) -> str:
+    """What a run depends on, for the resume file: the task, its budget, the knob's value, the seed, and a
+    digest of the preset (so a changed preset never reuses an old run)."""
+    task = TASKS[env_id]
+    preset = hashlib.sha256(json.dumps(task["preset"], sort_keys=True).encode()).hexdigest()[:12]
+    return f"{env_id} budget={task['budget']} preset={preset} {knob}={json.dumps(value)} seed={seed}"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--jobs", type=int, default=1)
+    add_arguments(p)  # --jobs N (worker processes), --ray auto|ADDRESS, --fresh
     p.add_argument("--knobs", nargs="+", default=None, metavar="KNOB",
                    help="only these knobs; the task's other knobs are kept from the existing file")
     p.add_argument("--out", default=str(OUT))
@@ -104,12 +114,8 @@ def main() -> int:
     kept = json.loads(out.read_text()).get("tasks", {}) if out.exists() else {}
     record = {"machine": header()["machine"],
               "tasks": {env: entry for env, entry in kept.items() if env not in args.envs}}
-    pool = None
-    if args.jobs > 1:
-        import multiprocessing as mp
-
-        pool = mp.get_context("spawn").Pool(args.jobs)
-    try:
+    resume = resume_path(out)
+    with Runner(workers=args.jobs, ray=args.ray, resume=resume, fresh=args.fresh, label="sensitivity") as runner:
         for env_id in args.envs:
             task = TASKS[env_id]
             knobs = args.knobs or list(task["sweeps"])
@@ -130,17 +136,16 @@ def main() -> int:
             record["tasks"][env_id] = entry
             for knob in knobs:
                 values = task["sweeps"][knob]
-                jobs = [(env_id, knob, v, s) for v in values for s in args.seeds]
-                entry["runs"] += pool.map(_job, jobs, chunksize=1) if pool else [_job(j) for j in jobs]
+                jobs = [Job(job_key(env_id, knob, v, s), run, dict(env_id=env_id, knob=knob, value=v, seed=s))
+                        for v in values for s in args.seeds]
+                entry["runs"] += runner.map(jobs)
                 print(f"{env_id} {knob}: " + ", ".join(
                     f"{label(v)} -> {np.mean([r['mean_training_return'] for r in entry['runs'] if r['knob'] == knob and r['value'] == v]):.1f}"
                     for v in values), flush=True)
                 write(record, out)  # after every knob: an interrupted sweep keeps what it finished
             entry["complete"] = {r["knob"] for r in entry["runs"]} == set(task["sweeps"])
             write(record, out)
-    finally:
-        if pool:
-            pool.close()
+    resume.unlink(missing_ok=True)  # done: the next run of this script trains afresh
     return 0
 
 

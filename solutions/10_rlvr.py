@@ -615,6 +615,28 @@ for case in check_format_reward.cases:
     print(f"{format_reward(*case.args):4.1f}  {case.describe}")
 
 # %% [markdown]
+# ## 6. The same trainer on a real language model (a GPU and internet; not run here)
+#
+# `train_grpo` asks little of a model: logits for a batch of token ids, a context length and a
+# vocabulary size. The optional adapter `ppo_lib.rlhf.hf` wraps any Hugging Face causal LM in
+# exactly that, and re-tokenises the addition task (its prompts, its teacher's answers and its
+# verifier) for the model's tokenizer. `transformers` is an optional extra, not a dependency of
+# the course. With a GPU (24 GB or more for a 0.5B model) and internet, in a terminal:
+#
+# ```bash
+# pip install -e ".[hf]"
+# python -m ppo_lib.rlhf.hf --model Qwen/Qwen2.5-0.5B --sft-steps 200 --iterations 100
+# ```
+#
+# It downloads the model, fine-tunes it briefly on the teacher's answers, prints held-out
+# pass@1 and pass@8, runs this chapter's GRPO (no KL, 16 prompts x 8 samples) and prints them
+# again, with the seconds spent sampling and updating. **This command was not run here**: this
+# machine has no GPU and no internet. What was run is the adapter's test, on a 2-layer GPT-2
+# built from a configuration in the test (nothing downloaded), and
+# `benchmarks/rlvr_trl.py`, which compares our trainer with TRL's `GRPOTrainer` on that GPT-2.
+# (`--tiny` instead of `--model` runs the same command on such a GPT-2, offline, on a CPU.)
+
+# %% [markdown]
 # ## What we learned
 #
 # - A **task** is a value: vocabulary, prompts, supervised data and a reward. With a

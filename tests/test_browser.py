@@ -187,7 +187,15 @@ def _open_and_run_all(page, lab, stem: str, timeout_s: int = 600):
     # the Run menu acts on whichever notebook JupyterLab considers current, which is
     # not reliably the one just opened when other notebooks are restored beside it.
     panel = page.locator(".jp-NotebookPanel:visible").first
-    panel.locator(".jp-Toolbar [data-command='notebook:restart-run-all']").first.click()
+    button = panel.locator(".jp-Toolbar [data-command='notebook:restart-run-all']").first
+    try:
+        button.wait_for(state="visible", timeout=20_000)
+    except Exception:
+        # seen once in a full run on a loaded machine: the button was in the DOM but not visible
+        # (a narrow toolbar folds its last items into its "more" menu); open that menu first
+        panel.locator(".jp-Toolbar-responsive-opener").first.click()
+        button = page.locator(".jp-Toolbar-responsive-popup [data-command='notebook:restart-run-all']").first
+    button.click()
     page.locator(".jp-Dialog .jp-mod-accept").first.click()  # "Restart Kernel?" -> Confirm
     page.wait_for_selector(f"{INDICATOR}[data-status='busy']", timeout=30_000)
     _wait_idle(page, timeout=timeout_s * 1000)

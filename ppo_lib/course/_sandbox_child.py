@@ -12,6 +12,7 @@ user where the grader is root, no network, instructor paths hidden).
 """
 
 import ctypes
+import dataclasses
 import json
 import os
 import resource
@@ -126,6 +127,9 @@ def _own_processes() -> int:
 # ------------------------------------------------------------------ values as data
 
 MAX_ITEMS = 200_000
+#: the modules whose dataclasses travel as data (a checker's ``run`` may return one); the grader
+#: rebuilds only those
+CHECKER_DATA_MODULES = ("ppo_lib.teaching.checks.",)
 
 
 def encode(x, depth=0):
@@ -146,6 +150,11 @@ def encode(x, depth=0):
             return {"t": "str", "v": x[:10_000]}
         if type(x).__name__ == "InputChanged" and hasattr(x, "name"):
             return {"t": "inputchanged", "name": str(x.name)[:200]}
+        if dataclasses.is_dataclass(x) and not isinstance(x, type) and \
+                type(x).__module__.startswith(CHECKER_DATA_MODULES):
+            # a checker's own record of a call (e.g. the capstone's UpdateRecord): its fields as data
+            return {"t": "dataclass", "module": type(x).__module__, "name": type(x).__name__,
+                    "fields": {f.name: encode(getattr(x, f.name), depth + 1) for f in dataclasses.fields(x)}}
         if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numel"):
             if x.numel() > MAX_ITEMS or x.is_complex():
                 raise ValueError("too large or complex")

@@ -292,6 +292,23 @@ def decode(d):
         return x
     if t == "npscalar":
         return np.dtype(str(d.get("dtype"))).type(d.get("v"))
+    if t == "dataclass":
+        # only a checker's own record types, rebuilt from their fields (never an arbitrary class)
+        import importlib
+
+        from ppo_lib.course._sandbox_child import CHECKER_DATA_MODULES
+
+        module, name = str(d.get("module")), str(d.get("name"))
+        if not module.startswith(CHECKER_DATA_MODULES):
+            return None
+        cls = getattr(importlib.import_module(module), name, None)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        fields = d.get("fields") if isinstance(d.get("fields"), dict) else {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(fields) != names:
+            return None
+        return cls(**{k: decode(v) for k, v in fields.items()})
     if t in ("tuple", "list"):
         items = [decode(v) for v in d.get("items", [])]
         return tuple(items) if t == "tuple" else items

@@ -11,10 +11,12 @@ load is ignored and rebuilt, never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ def load(kind: str, settings: dict) -> dict | None:
 def save(kind: str, settings: dict, payload: dict[str, Any]) -> Path | None:
     """Store ``payload`` (tensors, numbers, lists, strings) atomically; never fails the caller."""
     path = path_of(kind, settings)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = dict(payload, settings=json.loads(json.dumps(settings, sort_keys=True, default=str)))
@@ -64,5 +67,10 @@ def save(kind: str, settings: dict, payload: dict[str, Any]) -> Path | None:
             torch.save(payload, f)
         os.replace(tmp, path)
         return path
-    except OSError:
-        return None  # a read-only folder only costs the time to retrain
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # no half-written file left behind
+        warnings.warn(f"could not cache the {kind} model in {path.parent} ({exc}); it is returned all the same, "
+                      f"and the next run trains it again", RuntimeWarning, stacklevel=3)
+        return None

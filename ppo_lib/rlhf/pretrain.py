@@ -22,6 +22,7 @@ from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, GPTConfig, generate, resolve_device
 from ppo_lib.rlhf.task import Task
+from ppo_lib.runs import keep_run
 
 
 @validated
@@ -52,6 +53,7 @@ class PretrainResult:
     from_cache: bool
     config: PretrainConfig
     task: Task = lang.TASK   # what the model was trained on: the trainers read it from here
+    interrupted: bool = False  # Ctrl+C stopped pre-training: the model of the last finished step
 
 
 def require_pretrained(sft) -> None:
@@ -103,27 +105,33 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     bar = progress_bar(config.steps, "pre-training", progress)
-    model.train()
-    for step in range(config.steps):
-        idx = torch.randint(len(data), (config.batch_size,), generator=gen)
-        loss = lm_loss(model, data[idx.to(dev)], response_from, task.pad_id)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    result = PretrainResult(model, losses, 0.0, False, config, task)
+
+    def finish():  # however the loop ends: Ctrl+C keeps the model so far, an error carries it
         if bar is not None:
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - t0
-    model.eval()
-    if use_cache:
+            bar.close()
+        result.seconds = time.perf_counter() - t0
+        model.eval()
+
+    model.train()
+    with keep_run(result, finish, on_interrupt=lambda: f"Pre-training interrupted after {len(losses)} of "
+                                                       f"{config.steps} steps: returning the model so far."):
+        for step in range(config.steps):
+            idx = torch.randint(len(data), (config.batch_size,), generator=gen)
+            loss = lm_loss(model, data[idx.to(dev)], response_from, task.pad_id)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    if use_cache and not result.interrupted:  # a partly trained model is never cached as the real one
         cache.save("sft", settings, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
-                                     "losses": losses, "seconds": seconds})
-    return PretrainResult(model, losses, seconds, False, config, task)
+                                     "losses": losses, "seconds": result.seconds})
+    return result
 
 
 def progress_bar(total: int, desc: str, progress: bool):

@@ -27,6 +27,7 @@ from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate
 from ppo_lib.rlhf.pretrain import PretrainResult, progress_bar, require_pretrained
 from ppo_lib.rlhf.task import Task
+from ppo_lib.runs import keep_run
 
 
 @validated
@@ -117,6 +118,7 @@ class RewardModelResult:
     seconds: float
     from_cache: bool
     config: RewardConfig
+    interrupted: bool = False  # Ctrl+C stopped training: the model of the last finished step (centred)
 
 
 def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, progress: bool = True,
@@ -144,33 +146,41 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     steps_per_epoch = max(1, -(-len(pairs) // config.batch_size))
     bar = progress_bar(config.epochs * steps_per_epoch, "reward model", progress)
     losses = []
+    result = RewardModelResult(model, losses, pairs, 0.0, 0.0, False, config)
+
+    def finish():  # however the loop ends: Ctrl+C keeps the model so far, an error carries it
+        if bar is not None:
+            bar.close()
+        result.seconds = time.perf_counter() - t0
+        model.eval()
+
     model.train()
-    for _ in range(config.epochs):
-        perm = torch.randperm(len(pairs), generator=gen).to(dev)
-        for i in range(0, len(pairs), config.batch_size):
-            idx = perm[i:i + config.batch_size]
-            loss = bradley_terry_loss(score(model, pairs.chosen[idx], P, eos),
-                                      score(model, pairs.rejected[idx], P, eos))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    model.eval()
+    with keep_run(result, finish, on_interrupt=lambda: f"Reward-model training interrupted after {len(losses)} "
+                                                       f"steps: returning the model so far (centred)."):
+        for _ in range(config.epochs):
+            perm = torch.randperm(len(pairs), generator=gen).to(dev)
+            for i in range(0, len(pairs), config.batch_size):
+                idx = perm[i:i + config.batch_size]
+                loss = bradley_terry_loss(score(model, pairs.chosen[idx], P, eos),
+                                          score(model, pairs.rejected[idx], P, eos))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                if bar is not None:
+                    bar.update(1)
     # centre: SFT samples score 0 on average
     with torch.no_grad():
         fresh = generate(lm, task.heldout_prompts(1024), task=task,
                          generator=torch.Generator(dev).manual_seed(20_000 + config.seed))
         shift = float(score(model, fresh.tokens, P, eos).mean())
         model.head.bias -= shift
-    seconds = time.perf_counter() - t0
-    if use_cache:
+    result.bias_shift = shift
+    result.seconds = time.perf_counter() - t0
+    if use_cache and not result.interrupted:  # a partly trained model is never cached as the real one
         cache.save("reward", settings, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
-                                        "losses": losses, "bias_shift": shift, "seconds": seconds})
-    return RewardModelResult(model, losses, pairs, shift, seconds, False, config)
+                                        "losses": losses, "bias_shift": shift, "seconds": result.seconds})
+    return result
 
 
 def require_reward_model(reward) -> None:

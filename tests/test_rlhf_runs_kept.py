@@ -66,3 +66,26 @@ def test_a_full_disk_while_caching_warns_and_keeps_the_trained_model(monkeypatch
         result = pretrain(SMALL, progress=False)
     assert len(result.losses) == SMALL.steps and not result.interrupted
     assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))  # no .tmp left
+
+
+def test_the_reward_model_cache_key_covers_the_sft_weights(monkeypatch, tmp_path):
+    """A reward model cached for one SFT model is never returned for the same settings with other
+    weights (an SFT model trained further, or edited, by hand)."""
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    sft = pretrain(SMALL, progress=False, use_cache=False)
+    config = RewardConfig(n_pairs=32, epochs=1, batch_size=16)
+    first = train_reward_model(sft, config, progress=False)
+    again = train_reward_model(sft, config, progress=False)
+    assert not first.from_cache and again.from_cache
+    with torch.no_grad():
+        next(sft.model.parameters()).add_(0.01)  # the same settings, other weights
+    edited = train_reward_model(sft, config, progress=False)
+    assert not edited.from_cache
+
+
+def test_an_unknown_preset_device_is_an_error_not_the_cpu_preset():
+    from ppo_lib.rlhf.presets import presets
+
+    assert presets("cpu")[0] == PretrainConfig() and presets("cuda:1")[1].n_pairs == 4000
+    with pytest.raises(ValueError, match=r"device='tpu': allowed: 'cpu', 'cuda' or 'cuda:N'"):
+        presets("tpu")

@@ -36,6 +36,16 @@ def key_of(kind: str, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short hash of every parameter and buffer of ``model`` (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def path_of(kind: str, settings: dict) -> Path:
     return cache_dir() / f"{kind}-{key_of(kind, settings)}.pt"
 

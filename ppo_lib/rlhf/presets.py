@@ -11,8 +11,13 @@ from ppo_lib.rlhf.reward_model import RewardConfig
 
 
 def presets(device: str) -> tuple[PretrainConfig, RewardConfig, dict]:
-    """``(pretrain config, reward config, TokenPPOConfig keyword arguments)`` for ``"cpu"`` or ``"cuda"``."""
-    if str(device).startswith("cuda"):
+    """``(pretrain config, reward config, TokenPPOConfig keyword arguments)`` for ``"cpu"`` or ``"cuda"``
+    (``"cuda:N"`` too); any other name is an error, not a silent CPU preset."""
+    name = str(device)
+    if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"device={device!r}: allowed: 'cpu', 'cuda' or 'cuda:N' (the preset's sizes are for a "
+                         f"CPU or a CUDA GPU)")
+    if name.startswith("cuda"):
         model = GPTConfig(d_model=256, n_layers=4, n_heads=8)
         return (PretrainConfig(model=model, batch_size=512, steps=800, lr=1e-3),
                 RewardConfig(n_pairs=4000, batch_size=256, epochs=8),

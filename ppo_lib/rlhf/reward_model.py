@@ -129,7 +129,10 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     lm = sft.model
     dev = next(lm.parameters()).device
     task = sft.task
-    settings = {"sft": dataclasses.asdict(sft.config), "reward": dataclasses.asdict(config)}
+    # the key covers the SFT model's weights, not only its settings: a model trained further (or
+    # edited) by hand must not get the reward model cached for the one it was before
+    settings = {"sft": dataclasses.asdict(sft.config), "reward": dataclasses.asdict(config),
+                "sft_weights": cache.weights_digest(lm)}
     if task is not lang.TASK:  # the review language's keys stay as they were
         settings["task"] = task.cache_settings()
     pairs = sample_pairs(lm, config.n_pairs, config.seed, config.label_temperature, task=task)

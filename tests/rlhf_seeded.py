@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 OUT = Path(__file__).resolve().parent / "data" / "rlhf_seeded.json"
+#: how the CPU that wrote OUT computes floats (tests/numerics.py): exact comparisons need the same
+FINGERPRINT = OUT.with_suffix(".numerics.json")
 
 
 def seeded_numbers(sft, rm) -> dict:
@@ -52,4 +54,7 @@ if __name__ == "__main__":
     rm = train_reward_model(sft, progress=False, use_cache=False)
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(seeded_numbers(sft, rm), indent=1) + "\n")
-    print("wrote", OUT)
+    from tests.numerics import numerics_fingerprint
+
+    FINGERPRINT.write_text(json.dumps({"numerics_fingerprint": numerics_fingerprint()}, indent=1) + "\n")
+    print("wrote", OUT, "and", FINGERPRINT)

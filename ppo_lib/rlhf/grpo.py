@@ -76,7 +76,7 @@ from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
                                record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
-from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
+from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_or_verifier, score
 from ppo_lib.rlhf.task import Task
 
 BASELINES = ("group", "rloo", "mean")
@@ -442,12 +442,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult | None = None, con
     config = check_config(config, GRPOConfig, "train_grpo")
     require_pretrained(sft)
     task = sft.task
-    if reward is None:
-        if task.verifier is None:
-            raise ValueError(f"reward=None: task {task.name!r} has no verifier; pass the RewardModelResult of "
-                             f"train_reward_model (chapter 8), or pre-train on a task with a verifier")
-    else:
-        require_reward_model(reward)
+    require_reward_or_verifier(reward, task)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

@@ -38,7 +38,7 @@ from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
                                record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
-from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_model, score
+from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_or_verifier, score
 from ppo_lib.rlhf.task import Task
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
@@ -205,12 +205,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
     config = check_config(config, TokenPPOConfig, "train_ppo")
     require_pretrained(sft)
     task = sft.task
-    if reward is None:
-        if task.verifier is None:
-            raise ValueError(f"reward=None: task {task.name!r} has no verifier; pass the RewardModelResult of "
-                             f"train_reward_model")
-    else:
-        require_reward_model(reward)
+    require_reward_or_verifier(reward, task)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

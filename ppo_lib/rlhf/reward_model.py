@@ -193,6 +193,16 @@ def require_reward_model(reward) -> None:
                         f"got {type(reward).__name__}")
 
 
+def require_reward_or_verifier(reward, task: Task) -> None:
+    """``reward`` is a :class:`RewardModelResult`, or None when ``task`` has a verifier to reward with."""
+    if reward is None:
+        if task.verifier is None:
+            raise ValueError(f"reward=None: task {task.name!r} has no verifier; pass the RewardModelResult of "
+                             f"train_reward_model (chapter 8), or pre-train on a task with a verifier")
+    else:
+        require_reward_model(reward)
+
+
 @torch.no_grad()
 def agreement(reward_model: ScalarModel, sft: GPT, n_pairs: int = 1000, seed: int = 123) -> dict:
     """Held-out check against gold on fresh SFT pairs: the fraction of pairs with different gold

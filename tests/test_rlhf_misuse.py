@@ -156,7 +156,7 @@ CASES = [
                            0.2, NAN), ValueError, ("beta=nan", "[0, inf)")),
     Case("NAN", "grpo_loss with clip_eps nan",
          lambda: grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.ones(2), torch.ones(2, 3), NAN, 0.0),
-         ValueError, ("clip_eps=nan", "(0, inf)")),
+         ValueError, ("clip_eps=nan", "must be")),
     Case("NAN", "adaptive_kl_update with beta nan", lambda: adaptive_kl_update(NAN, 1.0, 6.0, 64, 10_000),
          ValueError, ("beta=nan",)),
     Case("NAN", "pass_at_k with n nan", lambda: pass_at_k(NAN, 3, 1), ValueError, ("n=nan", "whole number")),
@@ -167,7 +167,7 @@ CASES = [
          ValueError, ("temperature=inf", "> 0")),
 
     # ------------------------------------------------------------------ counts: never truncated
-    Case("COUNT", "bon_kl(2.5)", lambda: bon_kl(2.5), ValueError, ("n=2.5", "whole number", "[1, inf)")),
+    Case("COUNT", "bon_kl(2.5)", lambda: bon_kl(2.5), ValueError, ("n=2.5", "whole number")),
     Case("COUNT", "best_of_n_curve ns with 2.5", lambda: best_of_n_curve(sft().model, reward().model, ns=(1, 2.5)),
          ValueError, ("ns[1]=2.5", "whole number")),
     Case("COUNT", "best_of_n_curve n_prompts 4.5",
@@ -287,26 +287,26 @@ CASES = [
 
     # ------------------------------------------------------------------ a result where a model is expected
     Case("OBJECT", "train_ppo with sft.model", lambda: train_ppo(sft().model, reward(), TokenPPOConfig(**TINY_PPO)),
-         TypeError, ("sft=<GPT>", "PretrainResult", "not `sft.model`")),
+         TypeError, ("sft", "GPT", "PretrainResult")),
     Case("OBJECT", "train_ppo from a TokenPPOResult",
          lambda: train_ppo(ppo_result(), reward(), TokenPPOConfig(**TINY_PPO)), TypeError,
-         ("sft=<TokenPPOResult>", "PretrainResult", "fine-tuned policy")),
+         ("sft", "TokenPPOResult", "PretrainResult")),
     Case("OBJECT", "train_ppo with reward.model", lambda: train_ppo(sft(), reward().model, TokenPPOConfig(**TINY_PPO)),
-         TypeError, ("reward=<ScalarModel>", "RewardModelResult", "not `reward.model`")),
+         TypeError, ("reward", "ScalarModel", "RewardModelResult")),
     Case("OBJECT", "train_ppo with the arguments swapped",
          lambda: train_ppo(reward(), sft(), TokenPPOConfig(**TINY_PPO)), TypeError,
-         ("sft=<RewardModelResult>", "PretrainResult", "order of the arguments")),
+         ("sft", "RewardModelResult", "PretrainResult")),
     Case("OBJECT", "train_grpo with the SFT result as reward", lambda: train_grpo(sft(), sft(), GRPOConfig(**TINY_GRPO)),
-         TypeError, ("reward=<PretrainResult>", "RewardModelResult", "order of the arguments")),
+         TypeError, ("reward", "PretrainResult", "RewardModelResult")),
     Case("OBJECT", "train_grpo with a DPOResult as reward",
          lambda: train_grpo(sft(), train_dpo(sft(), pairs_with(0), DPOConfig(steps=1, batch_size=2), progress=False)),
-         TypeError, ("reward=<DPOResult>", "RewardModelResult", "fine-tuned policy")),
+         TypeError, ("reward", "DPOResult", "RewardModelResult")),
     Case("OBJECT", "train_dpo with sft.model", lambda: train_dpo(sft().model, pairs_with(0)), TypeError,
-         ("sft=<GPT>", "PretrainResult")),
+         ("sft", "GPT", "PretrainResult")),
     Case("OBJECT", "train_dpo with the reward result as pairs", lambda: train_dpo(sft(), reward()), TypeError,
          ("RewardModelResult", "reward.pairs")),
     Case("OBJECT", "train_reward_model with sft.model", lambda: train_reward_model(sft().model, TINY_RM), TypeError,
-         ("sft=<GPT>", "PretrainResult")),
+         ("sft", "GPT", "PretrainResult")),
     Case("OBJECT", "best_of_n_curve with the SFT result", lambda: best_of_n_curve(sft(), reward().model), TypeError,
          ("sft=<PretrainResult>", "a GPT", "sft.model")),
     Case("OBJECT", "best_of_n_curve with the reward result", lambda: best_of_n_curve(sft().model, reward()),
@@ -409,53 +409,56 @@ def _nan_from_call(monkeypatch, module, name: str, call: int):
     def patched(*args, **kwargs):
         calls["n"] += 1
         out = original(*args, **kwargs)
-        return torch.full_like(out, NAN) if calls["n"] >= call else out
+        return out + torch.full_like(out, NAN) if calls["n"] >= call else out  # NaN, still on the graph
 
     monkeypatch.setattr(module, name, patched)
 
 
-def _assert_kept(exc: BaseException, finished: int, model_attr: str = "policy"):
+def _assert_kept(info, finished: int, message: str, model_attr: str = "policy"):
+    """The run stopped with the ``finished`` steps before the NaN kept, finite, then a message naming it."""
+    exc = info.value
     partial = exc.partial_result
-    model = getattr(partial, model_attr)
-    assert all(torch.isfinite(p).all() for p in model.parameters()), "the kept model has NaN weights"
+    assert all(torch.isfinite(p).all() for p in getattr(partial, model_attr).parameters()), \
+        "the kept model has NaN weights: the NaN reached an update"
+    assert len(partial.losses if model_attr == "model" else partial.history) == finished
     assert "partial_result" in "".join(getattr(exc, "__notes__", []))
     assert isinstance(exc, FloatingPointError) and isinstance(exc, ValueError)
-    return partial
+    assert message in str(exc), f"{message!r} not in {str(exc)!r}"
 
 
 def test_a_reward_model_scoring_nan_at_iteration_3_stops_ppo_and_keeps_two_iterations(monkeypatch):
     _nan_from_call(monkeypatch, ppo_module, "score", 3)
-    with pytest.raises(FloatingPointError, match="scores: nan") as info:
+    with pytest.raises(Exception) as info:
         train_ppo(sft(), reward(), TokenPPOConfig(**TINY_PPO), progress=False)
-    assert len(_assert_kept(info.value, 2).history) == 2
+    _assert_kept(info, 2, "scores: nan")
 
 
 def test_a_reward_model_scoring_nan_at_iteration_3_stops_grpo_and_keeps_two_iterations(monkeypatch):
     _nan_from_call(monkeypatch, grpo_module, "score", 3)
-    with pytest.raises(FloatingPointError, match="rewards: nan") as info:
+    with pytest.raises(Exception) as info:
         train_grpo(sft(), reward(), GRPOConfig(**TINY_GRPO), progress=False)
-    assert len(_assert_kept(info.value, 2).history) == 2
+    _assert_kept(info, 2, "rewards: nan")
 
 
 def test_a_nan_log_prob_at_step_3_stops_dpo_before_the_update(monkeypatch):
     _nan_from_call(monkeypatch, dpo_module, "sequence_logprobs", 7)  # 2 for the reference, then 2 a step
-    with pytest.raises(FloatingPointError, match="step 2: the DPO loss: nan") as info:
+    with pytest.raises(Exception) as info:
         train_dpo(sft(), pairs_with(0), DPOConfig(**TINY_DPO), progress=False)
-    assert len(_assert_kept(info.value, 2).history) == 2
+    _assert_kept(info, 2, "step 2: the DPO loss: nan")
 
 
 def test_a_nan_loss_at_step_3_stops_pretraining_and_keeps_two_steps(monkeypatch):
     _nan_from_call(monkeypatch, pretrain_module, "lm_loss", 3)
-    with pytest.raises(FloatingPointError, match="pre-training step 2: the loss: nan") as info:
+    with pytest.raises(Exception) as info:
         pretrain(TINY_PRE, progress=False, use_cache=False)
-    assert len(_assert_kept(info.value, 2, "model").losses) == 2
+    _assert_kept(info, 2, "pre-training step 2: the loss: nan", "model")
 
 
 def test_a_nan_loss_at_step_3_stops_reward_model_training_and_keeps_two_steps(monkeypatch):
     _nan_from_call(monkeypatch, reward_module, "bradley_terry_loss", 3)
-    with pytest.raises(FloatingPointError, match="reward-model step 2") as info:
+    with pytest.raises(Exception) as info:
         train_reward_model(sft(), RewardConfig(n_pairs=16, epochs=2, batch_size=8), progress=False, use_cache=False)
-    assert len(_assert_kept(info.value, 2, "model").losses) == 2
+    _assert_kept(info, 2, "reward-model step 2: the Bradley-Terry loss: nan", "model")
 
 
 def test_a_verifier_returning_nan_at_iteration_3_stops_grpo_and_keeps_two_iterations():

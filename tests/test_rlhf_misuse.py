@@ -76,6 +76,16 @@ def ppo_result():
     return train_ppo(sft(), reward(), TokenPPOConfig(**{**TINY_PPO, "iterations": 1}), progress=False)
 
 
+def nan_reward_model():
+    """A copy of the tiny reward model whose head outputs NaN."""
+    import copy
+
+    model = copy.deepcopy(reward().model)
+    with torch.no_grad():
+        model.head.bias.fill_(NAN)
+    return model
+
+
 def pairs_with(identical: int, n: int = 8) -> Pairs:
     """``n`` pairs of the tiny reward model, the first ``identical`` of them with rejected = chosen."""
     p = reward().pairs
@@ -162,6 +172,9 @@ CASES = [
     Case("NAN", "pass_at_k with n nan", lambda: pass_at_k(NAN, 3, 1), ValueError, ("n=nan", "whole number")),
     Case("NAN", "fit_gao with a nan point", lambda: fit_gao([0.5, 1.0, 2.0], [0.1, NAN, 0.3], "bon"), ValueError,
          ("gold_gain", "NaN", "finite")),
+    Case("NAN", "best_of_n_curve with a reward model scoring nan",
+         lambda: best_of_n_curve(sft().model, nan_reward_model(), ns=(1, 2), n_prompts=2), ValueError,
+         ("reward model's scores", "nan", "finite")),
     Case("NAN", "bon_kl of nan", lambda: bon_kl(NAN), ValueError, ("n=nan", "whole number")),
     Case("NAN", "generate at temperature inf", lambda: generate(sft().model, ["the food was"], temperature=INF),
          ValueError, ("temperature=inf", "> 0")),

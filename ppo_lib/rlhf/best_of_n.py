@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ppo_lib.rlhf import language as lang
-from ppo_lib.rlhf.arguments import count, require_module
+from ppo_lib.rlhf.arguments import count, require_finite, require_module
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, generate
 from ppo_lib.rlhf.reward_model import score
 
@@ -58,6 +58,8 @@ def best_of_n_curve(sft: GPT, reward_model: ScalarModel, ns=(1, 2, 4, 8, 16, 32,
     pool_prompts = [p for p in prompts for _ in range(N)]
     gen = generate(sft, pool_prompts, temperature=temperature, generator=torch.Generator(dev).manual_seed(seed))
     proxy = score(reward_model, gen.tokens).cpu().view(n_prompts, N)
+    # argmax would pick a NaN score as the best: an error instead
+    require_finite(proxy, "the reward model's scores", " (a reward model that diverged?)")
     gold = lang.gold_rewards(gen.responses.cpu()).view(n_prompts, N)
     texts = np.array(gen.texts(), dtype=object).reshape(n_prompts, N)
     rows = []

@@ -95,7 +95,10 @@ def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float
     """``n_pairs`` pairs of SFT responses to the same prompts of ``task``, labelled by the noisy
     gold "human" (the task's gold score, or its verifier)."""
     require_module("sft", sft, GPT, "the SFT language model (a GPT)")
-    n_pairs = count("n_pairs", n_pairs, 2)  # a reward model needs at least 2 preference pairs
+    try:
+        n_pairs = count("n_pairs", n_pairs, 2)  # a whole number: 10.5 is an error, never 10
+    except ValueError as exc:
+        raise ValueError(f"{exc}; a reward model needs at least 2 preference pairs") from None
     seed = count("seed", seed, 0, 2**32 - 1)
     label_temperature = real("label_temperature", label_temperature, 0.0, low_open=True)
     if not isinstance(task, Task):

@@ -489,3 +489,19 @@ def test_a_verifier_returning_nan_at_iteration_3_stops_grpo_and_keeps_two_iterat
         train_grpo(sft_nan, None, GRPOConfig(**TINY_GRPO), progress=False)
     partial = info.value.partial_result
     assert len(partial.history) == 2 and all(torch.isfinite(p).all() for p in partial.policy.parameters())
+
+
+def test_the_hugging_face_adapter_refuses_a_result_and_warns_about_unused_settings():
+    """``from_hf``: the same standard (OBJECT, COUNT, FLAG, UNUSED) on the optional adapter."""
+    pytest.importorskip("transformers")
+    from ppo_lib.rlhf import hf
+
+    model, tok = hf.tiny_gpt2(addition.TASK)
+    with pytest.raises(TypeError, match=r"model=<PretrainResult>: expected a Hugging Face causal LM"):
+        hf.from_hf(addition_sft(), tok, addition.TASK)
+    with pytest.raises(ValueError, match=r"sft_steps=2.5: must be a whole number"):
+        hf.from_hf(model, tok, addition.TASK, sft_steps=2.5)
+    with pytest.raises(TypeError, match=r"one_cycle='False': must be True or False"):
+        hf.from_hf(model, tok, addition.TASK, one_cycle="False")
+    with pytest.warns(UserWarning, match=r"lr=0.001, one_cycle=True: ignored with sft_steps=0"):
+        hf.from_hf(model, tok, addition.TASK, lr=1e-3, one_cycle=True)

@@ -35,10 +35,12 @@ import argparse
 import dataclasses
 import inspect
 import time
+import warnings
 
 import torch
 import torch.nn as nn
 
+from ppo_lib.config import caller_stack_level
 from ppo_lib.rlhf.arguments import count, flag, real
 from ppo_lib.rlhf.task import Task, right_padded
 
@@ -296,6 +298,12 @@ def from_hf(model, tokenizer, task: Task, sft_steps: int = 0, batch_size: int = 
         count("seed", seed, 0, 2**32 - 1)
     lr = real("lr", lr, 0.0, 1.0, low_open=True)
     progress, one_cycle = flag("progress", progress), flag("one_cycle", one_cycle)
+    if sft_steps == 0:
+        unused = [f"{name}={value!r}" for name, value, default in
+                  (("batch_size", batch_size, 32), ("lr", lr, 1e-4), ("one_cycle", one_cycle, False)) if value != default]
+        if unused:
+            warnings.warn(f"{', '.join(unused)}: ignored with sft_steps=0 (they set the supervised fine-tuning, "
+                          f"and none is done)", UserWarning, stacklevel=caller_stack_level())
     if task.vocab_size != len(tokenizer):
         task = hf_task(task, tokenizer)
     lm = HFCausalLM(model, task.vocab_size, task.pad_id, context)

@@ -17,7 +17,7 @@ The classes of issue 19 (as tests/test_misuse.py does for the RL core):
 
 Each case asserts the exception (or warning) type and phrases that its message must hold: the
 argument, its value and what is allowed. The models are tiny (a few pre-training steps) so the
-file runs in seconds; what it checks does not depend on how well they were trained.
+file runs in well under a minute; what it checks does not depend on how well they were trained.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ppo_lib.rlhf.dpo import DPOConfig, dpo_loss, train_dpo
 from ppo_lib.rlhf.evaluate import evaluate_policy, evaluate_verifier, pass_at_k
 from ppo_lib.rlhf.grpo import GRPOConfig, grpo_loss, group_advantages, mean_advantages, rloo_advantages, train_grpo
 from ppo_lib.rlhf.kl import adaptive_kl_update
-from ppo_lib.rlhf.model import GPT, GPTConfig, generate
+from ppo_lib.rlhf.model import GPTConfig, generate
 from ppo_lib.rlhf.ppo import TokenPPOConfig, train_ppo
 from ppo_lib.rlhf.pretrain import PretrainConfig, pretrain, sample_report
 from ppo_lib.rlhf.reward_model import Pairs, RewardConfig, agreement, sample_pairs, train_reward_model
@@ -309,7 +309,8 @@ CASES = [
     Case("OBJECT", "train_ppo with the arguments swapped",
          lambda: train_ppo(reward(), sft(), TokenPPOConfig(**TINY_PPO)), TypeError,
          ("sft", "RewardModelResult", "PretrainResult")),
-    Case("OBJECT", "train_grpo with the SFT result as reward", lambda: train_grpo(sft(), sft(), GRPOConfig(**TINY_GRPO)),
+    Case("OBJECT", "train_grpo with the SFT result as reward",
+         lambda: train_grpo(sft(), sft(), GRPOConfig(**TINY_GRPO)),
          TypeError, ("reward", "PretrainResult", "RewardModelResult")),
     Case("OBJECT", "train_grpo with a DPOResult as reward",
          lambda: train_grpo(sft(), train_dpo(sft(), pairs_with(0), DPOConfig(steps=1, batch_size=2), progress=False)),

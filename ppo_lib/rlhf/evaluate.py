@@ -36,7 +36,8 @@ def evaluate_policy(policy: GPT, ref: GPT, reward_model: ScalarModel | None = No
     require_module("policy", policy, GPT, "the policy (a GPT, e.g. result.policy or sft.model)")
     require_module("ref", ref, GPT, "the reference (a GPT, e.g. sft.model)")
     if reward_model is not None:
-        require_module("reward_model", reward_model, ScalarModel, "None or the reward model (a ScalarModel, e.g. reward.model)")
+        require_module("reward_model", reward_model, ScalarModel,
+                       "None or the reward model (a ScalarModel, e.g. reward.model)")
     n = count("n", n, 1)
     n_samples = count("n_samples", n_samples, 0, n)
     seed = count("seed", seed, 0, 2**63 - 1)

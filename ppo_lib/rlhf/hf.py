@@ -299,8 +299,8 @@ def from_hf(model, tokenizer, task: Task, sft_steps: int = 0, batch_size: int = 
     lr = real("lr", lr, 0.0, 1.0, low_open=True)
     progress, one_cycle = flag("progress", progress), flag("one_cycle", one_cycle)
     if sft_steps == 0:
-        unused = [f"{name}={value!r}" for name, value, default in
-                  (("batch_size", batch_size, 32), ("lr", lr, 1e-4), ("one_cycle", one_cycle, False)) if value != default]
+        settings = (("batch_size", batch_size, 32), ("lr", lr, 1e-4), ("one_cycle", one_cycle, False))
+        unused = [f"{name}={value!r}" for name, value, default in settings if value != default]
         if unused:
             warnings.warn(f"{', '.join(unused)}: ignored with sft_steps=0 (they set the supervised fine-tuning, "
                           f"and none is done)", UserWarning, stacklevel=caller_stack_level())

@@ -13,6 +13,7 @@
 - ``evaluate``: one evaluator (gold, proxy, KL, grammar) for every method; pass@k for verifiable tasks;
 - ``dpo``, ``grpo``: chapter 9's successors of PPO; GRPO's 2025 successors are switches of ``grpo``;
 - ``cache``: trained models kept on disk, keyed by their settings;
+- ``arguments``: the argument checks every entry point shares (NaN, counts, flags, models vs results);
 - ``presets``: a larger configuration for a GPU; chapter 10's settings and GRPO variants;
 - ``hf``: optional (the ``hf`` extra, ``transformers``): the GRPO trainer on a Hugging Face causal LM.
 """

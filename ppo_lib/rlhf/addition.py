@@ -25,9 +25,12 @@ never contain.
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 import torch
+
+from ppo_lib.config import check_number
 
 from ppo_lib.rlhf.task import BOS, EOS, PAD, Task, right_padded
 
@@ -171,10 +174,10 @@ def sample_problems(rng: np.random.Generator, n: int, digits: int = 3) -> list[t
 def make_task(digits: int = 3, worked_share: float = WORKED_SHARE) -> Task:
     """The addition task for ``digits``-digit operands (1-4) and a teacher that works out
     ``worked_share`` of its answers."""
-    if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 4:
+    if isinstance(digits, (bool, np.bool_)) or not isinstance(digits, numbers.Integral) or not 1 <= digits <= 4:
         raise ValueError(f"digits={digits!r}: must be 1, 2, 3 or 4 (prompts have room for 4-digit operands)")
-    if not 0.0 <= worked_share <= 1.0:
-        raise ValueError(f"worked_share={worked_share!r}: must be in [0, 1]")
+    digits = int(digits)
+    worked_share = check_number("worked_share", worked_share, 0.0, 1.0)  # NaN is an error, not "never worked"
 
     def sample_prompts(rng: np.random.Generator, n: int) -> torch.Tensor:
         return torch.tensor([prompt_ids(a, b) for a, b in sample_problems(rng, n, digits)], dtype=torch.long)

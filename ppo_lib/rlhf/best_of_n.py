@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from ppo_lib.rlhf import language as lang
-from ppo_lib.rlhf.model import GPT, ScalarModel, generate
+from ppo_lib.rlhf.arguments import count, require_finite, require_module
+from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, generate
 from ppo_lib.rlhf.reward_model import score
 
 
 def bon_kl(n: int) -> float:
     """The exact KL of best-of-n to the sampling policy, ``log n - (n - 1) / n``."""
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"n={n!r}: must be a whole number >= 1")
+    n = count("n", n, 1)
     return math.log(n) - (n - 1) / n
 
 
@@ -42,15 +42,24 @@ def best_of_n_curve(sft: GPT, reward_model: ScalarModel, ns=(1, 2, 4, 8, 16, 32,
     evaluated on each of the ``max(ns) // n`` disjoint groups of ``n`` in that pool (an
     unbiased estimate that reuses the samples).
     """
-    ns = sorted(int(n) for n in ns)
-    if not ns or ns[0] < 1:
-        raise ValueError(f"ns={ns}: give whole numbers >= 1")
+    require_module("sft", sft, GPT, "the SFT language model (a GPT)")
+    require_module("reward_model", reward_model, ScalarModel, "the reward model (a ScalarModel)")
+    if isinstance(ns, (str, bytes)) or not hasattr(ns, "__iter__"):
+        raise TypeError(f"ns={ns!r}: expected a list of whole numbers >= 1, e.g. (1, 2, 4, 8)")
+    ns = sorted(count(f"ns[{i}]", n, 1) for i, n in enumerate(ns))  # 2.5 is an error, never 2
+    if not ns:
+        raise ValueError("ns=(): give at least one n, e.g. (1, 2, 4, 8)")
+    n_prompts = count("n_prompts", n_prompts, 1)
+    seed = count("seed", seed, 0, 2**63 - 1)
+    temperature = check_temperature(temperature)
     N = ns[-1]
     dev = next(sft.parameters()).device
     prompts = [lang.PROMPTS[i % len(lang.PROMPTS)] for i in range(n_prompts)]
     pool_prompts = [p for p in prompts for _ in range(N)]
     gen = generate(sft, pool_prompts, temperature=temperature, generator=torch.Generator(dev).manual_seed(seed))
     proxy = score(reward_model, gen.tokens).cpu().view(n_prompts, N)
+    # argmax would pick a NaN score as the best: an error instead
+    require_finite(proxy, "the reward model's scores", " (a reward model that diverged?)")
     gold = lang.gold_rewards(gen.responses.cpu()).view(n_prompts, N)
     texts = np.array(gen.texts(), dtype=object).reshape(n_prompts, N)
     rows = []
@@ -73,6 +82,12 @@ def fit_gao(kl, gold_gain, kind: str) -> tuple[float, float]:
     with :math:`d = \sqrt{KL}`. ``gold_gain`` is the gold reward minus the SFT model's."""
     d = np.sqrt(np.asarray(kl, dtype=np.float64))
     y = np.asarray(gold_gain, dtype=np.float64)
+    if d.shape != y.shape or d.ndim != 1:
+        raise ValueError(f"kl {d.shape} and gold_gain {y.shape}: expected two 1-d lists of the same length")
+    for name, values in (("kl", d), ("gold_gain", y)):
+        if not np.isfinite(values).all():  # a NaN point would be dropped silently, or NaN the fit
+            raise ValueError(f"{name}={values.tolist() if name == 'gold_gain' else np.square(d).tolist()}: "
+                             f"contains NaN or inf (or a negative KL); every point must be finite")
     keep = d > 0
     if keep.sum() < 2:
         raise ValueError("fit_gao: needs at least 2 points with KL > 0")

@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.config import check_config, check_range, validated
+from ppo_lib.config import caller_stack_level, check_config, check_range, validated
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import flag, plain_numbers, require_finite
 from ppo_lib.rlhf.model import GPT, check_token_ids, frozen_copy, response_logprobs, response_mask
 from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import FineTuneResult, StepHistory, end_of_step, trainable_copy, training_run
@@ -47,10 +50,19 @@ from ppo_lib.rlhf.reward_model import Pairs, RewardModelResult
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+    if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, numbers.Real):
+        raise ValueError(f"beta={beta!r}: must be a number in (0, inf), not a {type(beta).__name__} (TRL's default "
+                         f"is 0.1)")
+    if not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"beta={beta!r}: must be in (0, inf); DPO divides the implicit reward by beta "
                          f"(TRL's default is 0.1; smaller lets the policy move further from the reference)")
     return float(beta)
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``b`` is ``a`` or a view of its memory (``a.detach()``, ``a[:]``)."""
+    return a is b or (a.numel() > 0 and a.data_ptr() == b.data_ptr() and a.shape == b.shape
+                      and a.device == b.device)
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -74,6 +86,16 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     if policy_chosen_logps.dim() != 1:
         raise ValueError(f"log-probs of shape {tuple(shape)}: expected one sequence log-prob per pair, shape (B,); "
                          f"sum the per-token log-probs over the response first (sequence_logprobs)")
+    if shape[0] == 0:
+        raise ValueError("policy_chosen_logps: 0 pairs (shape (0,)); the mean over no pairs is NaN: give at "
+                         "least one pair")
+    for side, policy_logps, ref_logps in (("chosen", policy_chosen_logps, ref_chosen_logps),
+                                          ("rejected", policy_rejected_logps, ref_rejected_logps)):
+        if _same_tensor(policy_logps, ref_logps):
+            raise ValueError(f"ref_{side}_logps is policy_{side}_logps (the same tensor, or a detached view of it): "
+                             f"the reference must be the frozen SFT model's log-probs, computed apart (TRL refuses a "
+                             f"reference that is the model itself); with the policy's own the loss is log 2 whatever "
+                             f"the policy does")
     chosen_log_ratio = policy_chosen_logps - ref_chosen_logps.detach()
     rejected_log_ratio = policy_rejected_logps - ref_rejected_logps.detach()
     # logsigmoid, not log(sigmoid(.)): sigmoid underflows to 0 for a margin below about -100 and
@@ -113,6 +135,7 @@ class DPOConfig:
         check_range(self, "lr", 0.0, 1.0, low_open=True)
         check_range(self, "max_grad_norm", 0.0, low_open=True)
         check_range(self, "seed", 0, integer=True)
+        plain_numbers(self)
 
 
 @dataclasses.dataclass
@@ -146,6 +169,11 @@ def pair_logprobs(model: GPT, pairs: Pairs, batch_size: int = 512) -> tuple[torc
     return out[0], out[1]
 
 
+#: train_dpo warns when more than this share of the pairs have the same chosen and rejected tokens
+#: (sampled pairs of a tiny language tie now and then: 1 of chapter 9's 1000 does)
+IDENTICAL_PAIRS_WARN = 0.05
+
+
 def _check_pairs(pairs) -> None:
     if isinstance(pairs, RewardModelResult):
         raise TypeError("pairs: got a RewardModelResult; DPO trains on the preference pairs themselves, "
@@ -158,6 +186,16 @@ def _check_pairs(pairs) -> None:
                          f"must both be token sequences of shape (N, T)")
     if len(pairs) < 2:
         raise ValueError(f"pairs: got {len(pairs)} preference pair(s); DPO needs at least 2")
+    same = (pairs.chosen == pairs.rejected).all(dim=1)
+    n_same = int(same.sum())
+    if n_same == len(pairs):
+        raise ValueError(f"pairs: in all {len(pairs)} pairs the chosen response is the rejected one (the same "
+                         f"tokens); DPO learns from the difference between the two, so these train nothing: "
+                         f"give pairs of different responses")
+    if n_same > IDENTICAL_PAIRS_WARN * len(pairs):
+        warnings.warn(f"pairs: in {n_same} of {len(pairs)} pairs the chosen response is the rejected one (the same "
+                      f"tokens): those pairs have a gradient of exactly 0 and train nothing, they only dilute the "
+                      f"batches", UserWarning, stacklevel=caller_stack_level())
 
 
 def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None, progress: bool = True,
@@ -171,6 +209,7 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
     """
     config = check_config(config, DPOConfig, "train_dpo")
     require_pretrained(sft)
+    progress = flag("progress", progress)
     _check_pairs(pairs)
     for name in ("chosen", "rejected"):  # once here: the training loop trusts them (model.token_ids_checked)
         check_token_ids(getattr(pairs, name), sft.model.cfg.vocab_size, f"pairs.{name}")
@@ -197,6 +236,9 @@ def train_dpo(sft: PretrainResult, pairs: Pairs, config: DPOConfig | None = None
             pc = sequence_logprobs(policy, chosen[idx], pairs.task.prompt_len, eos_id=pairs.task.eos_id)
             pr = sequence_logprobs(policy, rejected[idx], pairs.task.prompt_len, eos_id=pairs.task.eos_id)
             loss = dpo_loss(pc, pr, ref_chosen[idx], ref_rejected[idx], config.beta)
+            # checked before the step: a NaN never reaches the kept policy (the error carries the run so far)
+            require_finite(loss.detach(), f"step {step}: the DPO loss",
+                           f"; the policy of the last finished step is kept (try a smaller lr than {config.lr:g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import count, flag, require_module
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate, response_logprobs
 from ppo_lib.rlhf.reward_model import score
 from ppo_lib.rlhf.task import Task
@@ -31,6 +33,14 @@ EVAL_SEED = 777
 def evaluate_policy(policy: GPT, ref: GPT, reward_model: ScalarModel | None = None, n: int = 384,
                     seed: int = EVAL_SEED, temperature: float = 1.0, n_samples: int = 8) -> dict:
     """Gold reward, proxy score, KL to ``ref`` (nats), ungrammatical rate and a few samples."""
+    require_module("policy", policy, GPT, "the policy (a GPT, e.g. result.policy or sft.model)")
+    require_module("ref", ref, GPT, "the reference (a GPT, e.g. sft.model)")
+    if reward_model is not None:
+        require_module("reward_model", reward_model, ScalarModel,
+                       "None or the reward model (a ScalarModel, e.g. reward.model)")
+    n = count("n", n, 1)
+    n_samples = count("n_samples", n_samples, 0, n)
+    seed = count("seed", seed, 0, 2**63 - 1)
     dev = next(policy.parameters()).device
     prompts = [lang.PROMPTS[i % len(lang.PROMPTS)] for i in range(n)]
     gen = generate(policy, prompts, temperature=temperature, generator=torch.Generator(dev).manual_seed(seed))
@@ -54,9 +64,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     r"""The unbiased pass@k of one prompt with ``c`` right answers among ``n`` samples (Chen et al.
     2021), computed as a product so it stays exact for large ``n``:
     :math:`1 - \prod_{i=n-c+1}^{n} (1 - k/i)`."""
-    for name, v in (("n", n), ("c", c), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name}={v!r}: must be a whole number >= 0")
+    n, c, k = count("n", n, 0), count("c", c, 0), count("k", k, 0)  # 2.5 is an error, never 2; nan too
     if not 1 <= k <= n:
         raise ValueError(f"k={k}: must be in [1, n={n}] (k samples are drawn from the n)")
     if c > n:
@@ -76,9 +84,20 @@ def evaluate_verifier(policy: GPT, task: Task, n_prompts: int = 96, samples_per_
     Returns ``{"pass_at_k": {k: value}, "accuracy", "length", "valid", "stats", "kl",
     "right_per_prompt", "samples"}``; ``accuracy`` is pass@1, the share of right samples.
     """
+    require_module("policy", policy, nn.Module, "the policy (a language model, e.g. result.policy or sft.model)")
+    if not isinstance(task, Task):
+        raise TypeError(f"task=<{type(task).__name__}>: expected a Task (e.g. sft.task)")
     if task.verifier is None:
         raise ValueError(f"task {task.name!r} has no verifier: evaluate it with evaluate_policy")
-    ks = tuple(int(k) for k in ks)
+    if ref is not None:
+        require_module("ref", ref, nn.Module, "None or the reference (a language model, e.g. sft.model)")
+    n_prompts = count("n_prompts", n_prompts, 1)
+    samples_per_prompt = count("samples_per_prompt", samples_per_prompt, 1)
+    chunk = count("chunk", chunk, 1)
+    kv_cache = flag("kv_cache", kv_cache)
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        raise TypeError(f"ks={ks!r}: expected a list of whole numbers, e.g. (1, 4, 16)")
+    ks = tuple(count(f"ks[{i}]", k, 1) for i, k in enumerate(ks))  # 2.5 is an error, never 2
     for k in ks:
         if not 1 <= k <= samples_per_prompt:
             raise ValueError(f"ks contains {k}: each k must be in [1, samples_per_prompt={samples_per_prompt}]")

@@ -61,22 +61,25 @@ its gradient, on tokens sampled from the policy, is in expectation the gradient 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ppo_lib.config import check_choice, check_config, check_range, validated
+from ppo_lib.config import check_choice, check_config, check_flag, check_range, validated, warn_ignored
 from ppo_lib.losses import clipped_surrogate
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import plain_numbers, real, require_finite
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import GPT, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
                                record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
-from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_or_verifier, score
+from ppo_lib.rlhf.reward_model import (RewardModelResult, check_trainer_arguments, require_reward_or_verifier,
+                                       score)
 from ppo_lib.rlhf.task import Task
 
 BASELINES = ("group", "rloo", "mean")
@@ -87,11 +90,18 @@ GROUP_STD_EPS = 1e-4  # TRL's GRPOTrainer: (r - mean) / (std + 1e-4)
 
 
 def _check_groups(rewards: torch.Tensor, what: str) -> None:
+    if not isinstance(rewards, torch.Tensor):
+        raise TypeError(f"rewards=<{type(rewards).__name__}>: expected a float tensor of shape (n_prompts, G), e.g. "
+                        f"torch.tensor([[1.0, 0.0, 0.5]])")
+    if not rewards.is_floating_point():
+        raise TypeError(f"rewards: dtype {rewards.dtype}; expected a float tensor (e.g. rewards.float())")
     if rewards.dim() != 2:
         raise ValueError(f"rewards: expected shape (n_prompts, G), one row per group, got {tuple(rewards.shape)}")
     if rewards.shape[1] < 2:
         raise ValueError(f"rewards {tuple(rewards.shape)}: {what} needs G >= 2 samples per prompt; with one sample "
                          f"there is nothing to compare it with")
+    # a NaN would give its whole group NaN advantages (and the policy NaN weights): an error at once
+    require_finite(rewards, "rewards", " (a reward model or verifier that returned NaN or inf?)")
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = GROUP_STD_EPS) -> torch.Tensor:
@@ -193,8 +203,10 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(f"advantages {tuple(advantages.shape)}: expected one advantage per response, "
                          f"shape ({logprobs.shape[0]},)")
-    if beta < 0:
-        raise ValueError(f"beta={beta}: must be >= 0")
+    beta = real("beta", beta, 0.0)
+    clip_eps = real("clip_eps", clip_eps, 0.0, low_open=True)
+    if clip_eps_high is not None:
+        clip_eps_high = real("clip_eps_high", clip_eps_high, 0.0, low_open=True)
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation={aggregation!r}: must be one of {', '.join(map(repr, AGGREGATIONS))}")
     if ratio_level not in RATIO_LEVELS:
@@ -272,7 +284,8 @@ class GRPOConfig:
     kv_cache: bool = False            # sample with cached keys/values (faster; rounding differs, so off for ch. 8-9)
 
     def __post_init__(self):
-        if isinstance(self.group_size, int) and not isinstance(self.group_size, bool) and self.group_size == 1:
+        if isinstance(self.group_size, numbers.Integral) and not isinstance(self.group_size, bool) \
+                and self.group_size == 1:
             raise ValueError("group_size=1: must be in [2, inf): GRPO compares each response with the others of "
                              "its group, and a group of one has no others (its advantage would always be 0)")
         check_range(self, "group_size", 2, integer=True)
@@ -304,9 +317,15 @@ class GRPOConfig:
             raise ValueError(f"ratio_level='sequence' with loss_aggregation={self.loss_aggregation!r}: GSPO's "
                              f"sequence ratio is averaged per response; use loss_aggregation='grpo'")
         for flag in ("dynamic_sampling", "kv_cache"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+            check_flag(self, flag)
         check_range(self, "max_sampling_rounds", 1, 100, integer=True)
+        if not self.dynamic_sampling:
+            warn_ignored(self, ("max_sampling_rounds",), "with dynamic_sampling=False: only DAPO's dynamic "
+                         "sampling samples more than one round (set dynamic_sampling=True to use it)")
+        if self.kl == "none" and self.beta > 0:
+            warn_ignored(self, ("beta",), "with kl='none': no KL term is computed, in the loss or in the reward "
+                         "(kl='loss_k3' or 'reward_k1' uses beta)")
+        plain_numbers(self)
 
     @property
     def batch_size(self) -> int:
@@ -443,6 +462,7 @@ def train_grpo(sft: PretrainResult, reward: RewardModelResult | None = None, con
     require_pretrained(sft)
     task = sft.task
     require_reward_or_verifier(reward, task)
+    check_trainer_arguments(config, reward, progress, n_samples_logged)
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

@@ -35,10 +35,13 @@ import argparse
 import dataclasses
 import inspect
 import time
+import warnings
 
 import torch
 import torch.nn as nn
 
+from ppo_lib.config import caller_stack_level
+from ppo_lib.rlhf.arguments import count, flag, real
 from ppo_lib.rlhf.task import Task, right_padded
 
 
@@ -286,6 +289,21 @@ def from_hf(model, tokenizer, task: Task, sft_steps: int = 0, batch_size: int = 
     schedule peaking at ``lr``, no clipping). The device is the model's."""
     from ppo_lib.rlhf.pretrain import PretrainConfig, PretrainResult, lm_loss, progress_bar
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model=<{type(model).__name__}>: expected a Hugging Face causal LM (a torch module, e.g. "
+                        f"AutoModelForCausalLM.from_pretrained(...)), got a {type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task=<{type(task).__name__}>: expected a Task (e.g. ppo_lib.rlhf.addition.TASK)")
+    sft_steps, batch_size, seed = count("sft_steps", sft_steps, 0), count("batch_size", batch_size), \
+        count("seed", seed, 0, 2**32 - 1)
+    lr = real("lr", lr, 0.0, 1.0, low_open=True)
+    progress, one_cycle = flag("progress", progress), flag("one_cycle", one_cycle)
+    if sft_steps == 0:
+        settings = (("batch_size", batch_size, 32), ("lr", lr, 1e-4), ("one_cycle", one_cycle, False))
+        unused = [f"{name}={value!r}" for name, value, default in settings if value != default]
+        if unused:
+            warnings.warn(f"{', '.join(unused)}: ignored with sft_steps=0 (they set the supervised fine-tuning, "
+                          f"and none is done)", UserWarning, stacklevel=caller_stack_level())
     if task.vocab_size != len(tokenizer):
         task = hf_task(task, tokenizer)
     lm = HFCausalLM(model, task.vocab_size, task.pad_id, context)

@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from ppo_lib.config import check_number
+
 ESTIMATORS = ("k1", "k2", "k3")
 
 
@@ -43,6 +45,8 @@ def adaptive_kl_update(beta: float, kl: float, kl_target: float, n_steps: int, h
 
     where ``n`` is the number of samples (responses) behind this KL measurement.
     """
+    for name, value in (("beta", beta), ("kl_target", kl_target), ("n_steps", n_steps), ("horizon", horizon)):
+        check_number(name, value)  # a number (NumPy's too), not NaN: a NaN beta would pass every test below
     if beta < 0 or kl_target <= 0 or horizon <= 0 or n_steps < 0:
         raise ValueError(f"beta={beta}, kl_target={kl_target}, n_steps={n_steps}, horizon={horizon}: need beta >= 0, "
                          f"kl_target > 0, n_steps >= 0 and horizon > 0")

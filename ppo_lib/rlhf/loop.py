@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import require_finite
 from ppo_lib.rlhf.model import frozen_copy, token_ids_checked
 from ppo_lib.runs import callback_says_stop, keep_run
 from ppo_lib.rlhf.pretrain import progress_bar
@@ -123,7 +124,9 @@ def minibatch_epochs(config, rng, device, step: Callable) -> list[dict]:
 
 
 def optimizer_step(optimizer, loss, parameters, max_grad_norm: float) -> None:
-    """Zero the gradients, backpropagate, clip their global norm, step."""
+    """Zero the gradients, backpropagate, clip their global norm, step. A loss that is not finite is an
+    error before the step, so the model kept with the run (``error.partial_result``) is never NaN."""
+    require_finite(loss.detach(), "the loss", "; the model of the last finished step is kept (try a smaller lr)")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)

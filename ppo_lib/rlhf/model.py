@@ -18,12 +18,16 @@ import contextvars
 import copy
 import dataclasses
 import math
+import numbers
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ppo_lib.config import check_number
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import flag as check_flag_value
 from ppo_lib.rlhf.task import Task
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one block's keys and values, (B, heads, positions, D / heads)
@@ -77,9 +81,8 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "context", "d_model", "n_layers", "n_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r}: must be a positive whole number")
+            # np.int64(64) and 64.0 are 64; 2.5, True, nan and "64" are errors naming the field
+            object.__setattr__(self, name, check_number(name, getattr(self, name), 1, integer=True))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
@@ -207,10 +210,13 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------
 
 def check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
-            or temperature <= 0:
-        raise ValueError(f"temperature={temperature!r}: sampling needs a temperature > 0 (1.0 samples the model "
-                         f"as it is; smaller is greedier)")
+    """A finite temperature > 0 as a Python float (NumPy's floats too), or a clear error."""
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature={temperature!r}: must be a number > 0, not a {type(temperature).__name__} "
+                         f"(1.0 samples the model as it is; smaller is greedier)")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature={temperature!r}: sampling needs a finite temperature > 0 (1.0 samples the "
+                         f"model as it is; smaller is greedier)")
     return float(temperature)
 
 
@@ -331,8 +337,8 @@ def generate(model: GPT, prompts, max_new_tokens: int | None = None, temperature
     P = x.shape[1]
     if max_new_tokens is None:
         max_new_tokens = task.max_response_len
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be a whole number >= 1")
+    max_new_tokens = check_number("max_new_tokens", max_new_tokens, 1, integer=True)
+    kv_cache = check_flag_value("kv_cache", kv_cache)
     if P + max_new_tokens > model.cfg.context:
         raise ValueError(f"a prompt of {P} tokens plus max_new_tokens={max_new_tokens} is longer than the "
                          f"model's context of {model.cfg.context}")

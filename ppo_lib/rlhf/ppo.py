@@ -29,16 +29,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ppo_lib.config import check_choice, check_config, check_range, validated
+from ppo_lib.config import check_choice, check_config, check_flag, check_range, validated, warn_ignored
 from ppo_lib.losses import clipped_surrogate, clipped_value_loss
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import plain_numbers
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
 from ppo_lib.rlhf.model import GPT, ScalarModel, check_temperature, frozen_copy, generate, response_logprobs
 from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
                                record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
-from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_or_verifier, score
+from ppo_lib.rlhf.reward_model import (RewardModelResult, check_trainer_arguments, require_reward_or_verifier,
+                                       score)
 from ppo_lib.rlhf.task import Task
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
@@ -81,8 +83,7 @@ class TokenPPOConfig:
         check_range(self, "beta", 0.0)
         check_choice(self, "kl_estimator", ESTIMATORS)
         for flag in ("adaptive_kl", "whiten_advantages"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+            check_flag(self, flag)
         check_range(self, "kl_target", 0.0, low_open=True)
         check_range(self, "kl_horizon", 1, integer=True)
         check_range(self, "ptx_coef", 0.0)
@@ -105,6 +106,13 @@ class TokenPPOConfig:
         if self.adaptive_kl and self.beta == 0:
             raise ValueError("beta=0 with adaptive_kl=True: the controller multiplies beta, so it would stay 0; "
                              "start from a positive beta")
+        if not self.adaptive_kl:
+            warn_ignored(self, ("kl_target", "kl_horizon"), "with adaptive_kl=False: only Ziegler et al.'s "
+                         "controller reads them (set adaptive_kl=True to use them)")
+            if self.beta == 0:
+                warn_ignored(self, ("kl_estimator",), "with beta=0 and adaptive_kl=False: the KL penalty is "
+                             "0 times the estimate, so no estimator is used")
+        plain_numbers(self)
 
 
 @dataclasses.dataclass
@@ -206,6 +214,11 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
     require_pretrained(sft)
     task = sft.task
     require_reward_or_verifier(reward, task)
+    check_trainer_arguments(config, reward, progress, n_samples_logged)
+    for name, fn in (("rewards_fn", rewards_fn), ("whiten_fn", whiten_fn)):
+        if not callable(fn):
+            raise TypeError(f"{name}={fn!r}: must be a function with the signature of the library's "
+                            f"{'per_token_rewards' if name == 'rewards_fn' else 'masked_whiten'}")
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ppo_lib.config import check_config, check_range, validated
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import count, flag, plain_numbers, require_finite, require_module
 from ppo_lib.rlhf.model import GPT, GPTConfig, generate, resolve_device
 from ppo_lib.rlhf.task import Task
 from ppo_lib.runs import keep_run
@@ -43,6 +44,10 @@ class PretrainConfig:
         check_range(self, "seed", 0, integer=True)
         if isinstance(self.model, dict):
             self.model = GPTConfig(**self.model)
+        if not isinstance(self.model, GPTConfig):
+            raise TypeError(f"model=<{type(self.model).__name__}>: expected a GPTConfig (the network's sizes, e.g. "
+                            f"GPTConfig(d_model=64)) or a dict of its fields, got a {type(self.model).__name__}")
+        plain_numbers(self)
 
 
 @dataclasses.dataclass
@@ -56,10 +61,23 @@ class PretrainResult:
     interrupted: bool = False  # Ctrl+C stopped pre-training: the model of the last finished step
 
 
-def require_pretrained(sft) -> None:
-    """``sft`` must be what :func:`pretrain` returned (not the bare model, not a config)."""
-    if not isinstance(sft, PretrainResult):
-        raise TypeError(f"sft: expected the PretrainResult returned by pretrain(), got {type(sft).__name__}")
+def require_pretrained(sft, name: str = "sft") -> None:
+    """``sft`` must be what :func:`pretrain` returned (not the bare model, not a config, not another
+    result): a clear ``TypeError`` that names what was passed and what to pass instead."""
+    if isinstance(sft, PretrainResult):
+        return
+    kind = type(sft).__name__
+    if isinstance(sft, torch.nn.Module):
+        hint = (f"; pass the PretrainResult itself (`sft`, not `sft.model`): the trainers read the task and "
+                f"the settings from it")
+    elif hasattr(sft, "policy"):  # a TokenPPOResult, GRPOResult or DPOResult
+        hint = (f"; a {kind} is a fine-tuned policy (its `.policy`), and the trainers start from the "
+                f"pre-trained model: pass the PretrainResult of pretrain()")
+    elif hasattr(sft, "pairs") and hasattr(sft, "model"):  # a RewardModelResult: arguments swapped?
+        hint = "; a RewardModelResult is the reward model: check the order of the arguments (sft first)"
+    else:
+        hint = ""
+    raise TypeError(f"{name}=<{kind}>: expected the PretrainResult returned by pretrain(), got a {kind}{hint}")
 
 
 def lm_loss(model: GPT, tokens: torch.Tensor, response_from: int = 0, pad_id: int = lang.PAD_ID) -> torch.Tensor:
@@ -79,6 +97,7 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
     review language), or load it from the cache. The cache key covers every setting and, for
     any task but the default, the task (its name, version, vocabulary and shapes)."""
     config = check_config(config, PretrainConfig, "pretrain")
+    progress, use_cache = flag("progress", progress), flag("use_cache", use_cache)
     task = lang.TASK if task is None else task
     if not isinstance(task, Task):
         raise TypeError(f"task: expected a Task, got {type(task).__name__}")
@@ -119,11 +138,14 @@ def pretrain(config: PretrainConfig | None = None, device: str = "auto", progres
         for step in range(config.steps):
             idx = torch.randint(len(data), (config.batch_size,), generator=gen)
             loss = lm_loss(model, data[idx.to(dev)], response_from, task.pad_id)
+            value = loss.item()  # checked before the step: a NaN never reaches the kept model
+            require_finite(torch.tensor(value), f"pre-training step {step}: the loss",
+                           f"; the model of the last finished step is kept (try a smaller lr than {config.lr:g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(loss.item())
+            losses.append(value)
             if bar is not None:
                 bar.update(1)
                 if step % 50 == 0:
@@ -145,6 +167,8 @@ def progress_bar(total: int, desc: str, progress: bool):
 @torch.no_grad()
 def sample_report(model: GPT, n: int = 512, seed: int = 1, temperature: float = 1.0) -> dict:
     """Samples of the model on every prompt: grammatical rate, mean gold score, a few texts."""
+    require_module("model", model, GPT, "a language model (a GPT, e.g. sft.model)")
+    n = count("n", n, 1)
     dev = next(model.parameters()).device
     prompts = [lang.PROMPTS[i % len(lang.PROMPTS)] for i in range(n)]
     gen = generate(model, prompts, temperature=temperature, generator=torch.Generator(dev).manual_seed(seed))

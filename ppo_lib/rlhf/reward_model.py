@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.config import check_config, check_range, validated
+from ppo_lib.config import check_config, check_range, validated, warn_ignored
 from ppo_lib.rlhf import cache
 from ppo_lib.rlhf import language as lang
+from ppo_lib.rlhf.arguments import count, flag, plain_numbers, real, require_finite, require_module
 from ppo_lib.rlhf.model import GPT, ScalarModel, generate
 from ppo_lib.rlhf.pretrain import PretrainResult, progress_bar, require_pretrained
 from ppo_lib.rlhf.task import Task
@@ -47,6 +48,7 @@ class RewardConfig:
         check_range(self, "lr", 0.0, 1.0, low_open=True)
         check_range(self, "label_temperature", 0.0, low_open=True)
         check_range(self, "seed", 0, integer=True)
+        plain_numbers(self)
 
 
 @dataclasses.dataclass
@@ -92,8 +94,15 @@ def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float
                  temperature: float = 1.0, task: Task = lang.TASK) -> Pairs:
     """``n_pairs`` pairs of SFT responses to the same prompts of ``task``, labelled by the noisy
     gold "human" (the task's gold score, or its verifier)."""
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 2:
-        raise ValueError(f"n_pairs={n_pairs!r}: a reward model needs at least 2 preference pairs")
+    require_module("sft", sft, GPT, "the SFT language model (a GPT)")
+    try:
+        n_pairs = count("n_pairs", n_pairs, 2)  # a whole number: 10.5 is an error, never 10
+    except ValueError as exc:
+        raise ValueError(f"{exc}; a reward model needs at least 2 preference pairs") from None
+    seed = count("seed", seed, 0, 2**32 - 1)
+    label_temperature = real("label_temperature", label_temperature, 0.0, low_open=True)
+    if not isinstance(task, Task):
+        raise TypeError(f"task=<{type(task).__name__}>: expected a Task (e.g. ppo_lib.rlhf.language.TASK)")
     dev = next(sft.parameters()).device
     g = torch.Generator(dev).manual_seed(10_000 + seed)
     rng = np.random.default_rng(seed)
@@ -126,6 +135,7 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     """Fit a reward model on ``config.n_pairs`` labelled pairs of ``sft``'s samples (or load it)."""
     config = check_config(config, RewardConfig, "train_reward_model")
     require_pretrained(sft)
+    progress, use_cache = flag("progress", progress), flag("use_cache", use_cache)
     lm = sft.model
     dev = next(lm.parameters()).device
     task = sft.task
@@ -166,10 +176,13 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
                 idx = perm[i:i + config.batch_size]
                 loss = bradley_terry_loss(score(model, pairs.chosen[idx], P, eos),
                                           score(model, pairs.rejected[idx], P, eos))
+                value = loss.item()  # checked before the step: a NaN never reaches the kept model
+                require_finite(torch.tensor(value), f"reward-model step {len(losses)}: the Bradley-Terry loss",
+                               f"; the model of the last finished step is kept (try a smaller lr than {config.lr:g})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                losses.append(loss.item())
+                losses.append(value)
                 if bar is not None:
                     bar.update(1)
     # centre: SFT samples score 0 on average
@@ -186,11 +199,22 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     return result
 
 
-def require_reward_model(reward) -> None:
-    """``reward`` must be what :func:`train_reward_model` returned."""
-    if not isinstance(reward, RewardModelResult):
-        raise TypeError(f"reward: expected the RewardModelResult returned by train_reward_model(), "
-                        f"got {type(reward).__name__}")
+def require_reward_model(reward, name: str = "reward") -> None:
+    """``reward`` must be what :func:`train_reward_model` returned: a clear ``TypeError`` naming what
+    was passed (a bare model, another result, the arguments swapped) and what to pass."""
+    if isinstance(reward, RewardModelResult):
+        return
+    kind = type(reward).__name__
+    if isinstance(reward, torch.nn.Module):
+        hint = "; pass the RewardModelResult itself (`reward`, not `reward.model`)"
+    elif isinstance(reward, PretrainResult):
+        hint = "; a PretrainResult is the SFT model: check the order of the arguments (sft, reward, config)"
+    elif hasattr(reward, "policy"):
+        hint = f"; a {kind} is a fine-tuned policy, not a reward model"
+    else:
+        hint = ""
+    raise TypeError(f"{name}=<{kind}>: expected the RewardModelResult returned by train_reward_model() (or None "
+                    f"with a task that has a verifier), got a {kind}{hint}")
 
 
 def require_reward_or_verifier(reward, task: Task) -> None:
@@ -203,10 +227,22 @@ def require_reward_or_verifier(reward, task: Task) -> None:
         require_reward_model(reward)
 
 
+def check_trainer_arguments(config, reward, progress, n_samples_logged) -> None:
+    """What train_ppo and train_grpo check beside their config: the flags, the count, and a setting
+    that a verifier makes unused (the score of a response without ``<eos>`` is the reward model's)."""
+    flag("progress", progress)
+    count("n_samples_logged", n_samples_logged, 0)
+    if reward is None:
+        warn_ignored(config, ("missing_eos_score",), "with reward=None: the task's verifier scores every "
+                     "response, finished or not (missing_eos_score replaces the reward model's score only)")
+
+
 @torch.no_grad()
 def agreement(reward_model: ScalarModel, sft: GPT, n_pairs: int = 1000, seed: int = 123) -> dict:
     """Held-out check against gold on fresh SFT pairs: the fraction of pairs with different gold
     scores that the reward model orders the same way, and the correlation of scores."""
+    require_module("reward_model", reward_model, ScalarModel, "the reward model (a ScalarModel, e.g. reward.model)")
+    require_module("sft", sft, GPT, "the SFT language model (a GPT, e.g. sft.model)")
     pairs = sample_pairs(sft, n_pairs, seed=seed)
     rc, rr = score(reward_model, pairs.chosen).cpu(), score(reward_model, pairs.rejected).cpu()
     gc, gr = pairs.gold_chosen, pairs.gold_rejected
@@ -220,6 +256,9 @@ def agreement(reward_model: ScalarModel, sft: GPT, n_pairs: int = 1000, seed: in
 def score_texts(reward_model: ScalarModel, prompt: str, responses: list[str]) -> list[float]:
     """Reward-model scores of hand-written responses (words separated by spaces; ``<eos>`` appended
     when missing) to one prompt."""
+    require_module("reward_model", reward_model, ScalarModel, "the reward model (a ScalarModel, e.g. reward.model)")
+    if isinstance(responses, str):
+        raise TypeError(f"responses={responses!r}: expected a list of responses, e.g. [{responses!r}]")
     rows = []
     for text in responses:
         words = text.split()

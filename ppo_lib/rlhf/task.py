@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ppo_lib.config import check_number
+
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 
 
@@ -68,10 +70,13 @@ class Task:
             if getattr(self, role) not in vocab:
                 raise ValueError(f"{role}={getattr(self, role)!r}: not in the vocabulary; a task needs its "
                                  f"{role} token among its words")
-        for name in ("prompt_len", "max_response_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r}: must be a whole number >= 1")
+        for name in ("prompt_len", "max_response_len"):  # np.int64(11) and 11.0 are 11; 2.5 is an error
+            object.__setattr__(self, name, check_number(name, getattr(self, name), 1, integer=True))
+        object.__setattr__(self, "version", check_number("version", self.version, 0, integer=True))
+        if not isinstance(self.sft_loss_on_prompt, (bool, np.bool_)):  # "False" would read as true
+            raise TypeError(f"sft_loss_on_prompt={self.sft_loss_on_prompt!r}: must be True or False, not a "
+                            f"{type(self.sft_loss_on_prompt).__name__}")
+        object.__setattr__(self, "sft_loss_on_prompt", bool(self.sft_loss_on_prompt))
         for name in ("sample_prompts", "heldout_prompts", "sample_texts"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"{name}={getattr(self, name)!r}: must be a function (see Task's doc)")

@@ -14,9 +14,13 @@ zero reward, zero value and is cut off by the done flags.
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 
 from ppo_lib.advantages import bootstrap_values, gae
+from ppo_lib.rlhf.arguments import real, require_finite
 
 
 def _check_mask(mask: torch.Tensor, like: torch.Tensor, name: str = "values") -> None:
@@ -37,11 +41,16 @@ def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor
 
     ``kl``, ``mask``: ``(B, L)``; ``scores``: ``(B,)``.
     """
-    if beta < 0:
+    if isinstance(beta, torch.Tensor) and beta.numel() == 1:
+        beta = beta.item()
+    if not isinstance(beta, (bool, np.bool_)) and isinstance(beta, numbers.Real) and beta < 0:
         raise ValueError(f"beta={beta}: must be >= 0 (a negative beta would reward moving away from the reference)")
+    beta = real("beta", beta, 0.0)
     _check_mask(mask, kl, "kl")
     if scores.shape != kl.shape[:1]:
         raise ValueError(f"scores {tuple(scores.shape)}: expected one score per response, shape ({kl.shape[0]},)")
+    # a NaN score would become every advantage of the batch after whitening: an error at once
+    require_finite(scores, "scores", " (the reward model's or the verifier's)")
     rewards = -beta * kl * mask
     last = last_token_index(mask)
     return rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))
@@ -59,6 +68,10 @@ def token_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, g
     (advantage + value). Exactly :func:`ppo_lib.advantages.gae` on the transposed arrays."""
     _check_mask(mask, values)
     _check_mask(mask, rewards, "rewards")
+    # here, not only in per_token_rewards: a chapter may plug in its own rewards function
+    real_tokens = mask.bool()
+    require_finite(rewards[real_tokens], "rewards", " on the real tokens (a NaN score, KL or rewards function?)")
+    require_finite(values[real_tokens], "values", " on the real tokens (the value model's: did the critic diverge?)")
     m = mask.float()
     v = (values * m).T                     # (L, B): time on axis 0, as everywhere in the library
     r = (rewards * m).T

@@ -115,13 +115,17 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 dpo_loss = check_dpo_loss(dpo_loss)
 
 # %% [markdown]
-# At the start the policy *is* the reference, so every implicit reward is 0 and the loss is
-# $\log 2$ whatever the pairs — a useful first check of any DPO run:
+# At the start the policy is an exact copy of the reference, so every implicit reward is 0 and
+# the loss is $\log 2$ whatever the pairs — a useful first check of any DPO run. The reference's
+# log-probabilities are computed apart, without gradients, as training does: passing the policy's
+# own tensors as the reference is refused by the library, since it would pin the loss at $\log 2$
+# for ever.
 
 # %%
+lp_chosen, lp_rejected = pair_logprobs(sft.model, pairs)          # the policy's, with gradients
 with torch.no_grad():
-    lp_chosen, lp_rejected = pair_logprobs(sft.model, pairs)
-start_loss = dpo_loss(lp_chosen, lp_rejected, lp_chosen, lp_rejected, 0.1).item()
+    ref_chosen, ref_rejected = pair_logprobs(sft.model, pairs)    # the frozen reference's
+start_loss = dpo_loss(lp_chosen, lp_rejected, ref_chosen, ref_rejected, 0.1).item()
 print(f"DPO loss of the SFT model against itself: {start_loss:.4f} (log 2 = {np.log(2):.4f})")
 assert abs(start_loss - np.log(2)) < 1e-6
 

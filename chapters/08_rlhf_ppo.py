@@ -662,8 +662,9 @@ diagnosis = check_rlhf_diagnosis(diagnosis)
 #   the reward model's holes (section 3); with no penalty the KL grows far beyond the healthy run's.
 #   Without the gold column, the tells are the KL, the length and the samples.
 # - **Collapse** (beta 0.1, lr $3\times10^{-2}$, thirty times the chapter's). Within the first
-#   iterations (almost) every response is the same, the length drops, and the proxy stays far below a
-#   healthy run's: the policy did not find a better answer, it lost the language. The cure is a
+#   iterations (almost) every response is the same (here the empty answer, `<eos>` alone), the
+#   length drops, and the proxy stays far below a healthy run's: the policy did not find a better
+#   answer, it lost the language. The cure is a
 #   smaller step (the learning rate, the clip range, the gradient clip), not a larger $\beta$.
 
 # %%
@@ -678,6 +679,7 @@ assert holds == {"healthy": True, "hacked": True, "collapsed": True}, holds
 runs_h = {name: run["history"] for name, run in diag["runs"].items()}
 assert np.mean(runs_h["healthy"]["distinct"][-20:]) < runs_h["healthy"]["distinct"][0]  # "the distinct share falls too"
 assert np.mean(runs_h["hacked"]["gold"][-20:]) < -1.9  # "the gold falls to the floor of -2"
+assert np.mean(runs_h["collapsed"]["length"][-20:]) == 1.0 and not any(diag["runs"]["collapsed"]["samples_last"])
 
 # %% [markdown]
 # ## 6. Over-optimisation: best-of-n and PPO on one plot

@@ -53,15 +53,22 @@ def test_unfilled_falls_back():
 
 
 def test_the_isolated_grader_gives_the_same_verdicts():
-    from ppo_lib.course import _sandbox_child as child
+    """The checker cell is `diagnosis = check_rlhf_diagnosis(diagnosis)`: the guess runs in the grading
+    sandbox, comes back as data, and gets the notebook's verdict and message outside it."""
     from ppo_lib.course.isolated import judge
+    from ppo_lib.course.sandbox import Limits, run_job
 
     key = answer_key()
-    for fn in (lambda: dict(key), check_rlhf_diagnosis.mistakes[0].impl):
-        report = child._run_exercise({"name": "diagnosis", "checker": "check_rlhf_diagnosis", "code": None,
-                                      "grade_id": "diagnosis"}, {"diagnosis": fn})
-        status, message = judge(check_rlhf_diagnosis, report)
-        assert message == check_rlhf_diagnosis.evaluate(fn).message
+    swapped = check_rlhf_diagnosis.mistakes[0].impl()
+    for guess in (key, swapped):
+        code = f"def diagnosis():\n    return {guess!r}\n"
+        steps = [{"kind": "exercise", "grade_id": "diagnosis", "name": "diagnosis", "checker": "check_rlhf_diagnosis",
+                  "code": code}]
+        run = run_job({"steps": steps, "hide": []}, Limits(cpu_s=60))
+        assert not run["reason"], run
+        status, message = judge(check_rlhf_diagnosis, run["report"]["exercises"]["diagnosis"])
+        assert message == check_rlhf_diagnosis.evaluate(lambda: dict(guess)).message
+        assert status == ("passed" if guess == key else "wrong")
 
 
 def test_the_results_file_shows_each_runs_signature_and_they_tell_the_runs_apart():

@@ -129,14 +129,25 @@ def test_unfilled_falls_back_to_the_library():
 
 
 def test_the_isolated_grader_gives_the_same_verdicts():
-    from ppo_lib.course import _sandbox_child as child
-    from ppo_lib.course.isolated import judge
+    """The student's cell runs in the grading sandbox, its record comes back as data, the verdict is made
+    outside: the same message as in the notebook, for a right answer and for a usual mistake."""
+    import inspect
 
-    for fn, status in ((written_out, "passed"), (MISTAKES[1].impl, "wrong")):
-        ns = {"__name__": "__student__"}
-        ns["ppo_iteration"] = fn
-        report = child._run_exercise({"name": "ppo_iteration", "checker": "check_ppo_iteration", "code": None,
-                                      "grade_id": "ppo_iteration"}, ns)
-        got_status, message = judge(check_ppo_iteration, report)
+    from ppo_lib.course.isolated import judge
+    from ppo_lib.course.sandbox import Limits, run_job
+
+    header = inspect.getsource(inspect.getmodule(written_out)).split("\n\n\ndef written_out")[0]
+    prelude = header.split('"""', 2)[2]  # the imports and gather_logprobs, without the module docstring
+    right = inspect.getsource(written_out).replace("def written_out(", "def ppo_iteration(")
+    wrong = right.replace("* mask\n        old_values", "* mask\n        ref_logp = ref_logp * 0 + old_logp\n        old_values")
+    assert wrong != right
+    for code, status in ((right, "passed"), (wrong, "wrong")):
+        steps = [{"kind": "prelude", "label": "ppo_iteration", "code": prelude},
+                 {"kind": "exercise", "grade_id": "ppo_iteration", "name": "ppo_iteration",
+                  "checker": "check_ppo_iteration", "code": code}]
+        run = run_job({"steps": steps, "hide": []}, Limits(cpu_s=120))
+        assert not run["reason"], run
+        got_status, message = judge(check_ppo_iteration, run["report"]["exercises"]["ppo_iteration"])
         assert got_status == status, message
-        assert message == check_ppo_iteration.evaluate(fn).message
+        if status == "wrong":
+            assert "the rewards differ" in message and "Hint: the KL is measured against the frozen" in message

@@ -679,6 +679,8 @@ assert holds == {"healthy": True, "hacked": True, "collapsed": True}, holds
 runs_h = {name: run["history"] for name, run in diag["runs"].items()}
 assert np.mean(runs_h["healthy"]["distinct"][-20:]) < runs_h["healthy"]["distinct"][0]  # "the distinct share falls too"
 assert np.mean(runs_h["hacked"]["gold"][-20:]) < -1.9  # "the gold falls to the floor of -2"
+# "without the gold column, the tells are the KL, the length and the samples": longer answers than the healthy run's
+assert np.mean(runs_h["hacked"]["length"][-20:]) > np.mean(runs_h["healthy"]["length"][-20:])
 assert np.mean(runs_h["collapsed"]["length"][-20:]) == 1.0 and not any(diag["runs"]["collapsed"]["samples_last"])
 
 # %% [markdown]

@@ -438,6 +438,104 @@ for kl in [2, 4, 6, 9, 12, 12, 12, 8, 6, 3, 1, 1]:
 print(trace)
 
 # %% [markdown]
+# ### Exercise 8.6 — one PPO iteration, from rollout to update
+#
+# `train_ppo` above ran 80 times one function, `ppo_lib.rlhf.ppo.ppo_iteration`: the rollout, the
+# rewards, the advantages and the update of one batch. Now write it yourself, from the pieces of
+# this chapter (your `gather_logprobs`, `per_token_rewards` and `masked_whiten`, the library's
+# `token_gae`, `kl_per_token`, `score` and `token_values`) and chapter 5's two clipped losses:
+#
+# `ppo_iteration(policy, ref, reward_model, value_model, optimizer, config, beta, generator, rng)`
+#
+# 1. **Roll out.** `prompts = lang.TASK.sample_prompts(rng, config.batch_size)`, then
+#    `gen = generate(policy, prompts, temperature=config.temperature, generator=generator)`:
+#    `gen.tokens` `(B, P + L)`, `gen.mask` `(B, L)`, `gen.has_eos` `(B,)`. Under `torch.no_grad()`:
+#    the policy's and the reference's log-probs of the response tokens (times the mask), the
+#    values `token_values(value_model, tokens, P)` (times the mask), and the scores: the reward
+#    model's `score(reward_model, tokens, P)` where the response has an `<eos>`,
+#    `config.missing_eos_score` where it has none. (The temperature is 1 throughout here.)
+# 2. **Rewards**: the KL per token `kl_per_token(logp, ref_logp, config.kl_estimator)`, then
+#    `per_token_rewards` with the `beta` you are given (with the adaptive controller it is no longer
+#    `config.beta`).
+# 3. **Advantages**: `token_gae` with `config.gamma` and `config.gae_lambda` gives the advantages and
+#    the returns (the value targets); whiten the advantages over the mask if
+#    `config.whiten_advantages`; the returns stay as they are.
+# 4. **Update**: `config.epochs` times: draw a permutation,
+#    `torch.randperm(config.batch_size, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))`,
+#    and walk it in `perm.chunk(config.num_minibatches)` (the last chunk is smaller when the count
+#    does not divide the batch). For each chunk, on its *real* tokens only: the ratio of the new
+#    log-probs to the rollout's, the loss `-clipped_surrogate(ratio, advantages, config.clip_eps)`
+#    plus `config.value_coef` times `clipped_value_loss(new values, rollout values, returns,
+#    config.value_clip_range)`; then `optimizer.zero_grad()`, `backward()`, clip the global norm
+#    of the policy's and the value model's gradients *together* to `config.max_grad_norm`,
+#    `optimizer.step()`.
+#
+# Return a dict: `rewards`, `advantages`, `returns` (each `(B, L)`), and two diagnostics averaged
+# over the gradient steps, each measured on the chunk before its step: `clip_fraction` (the share
+# of real tokens with $|r - 1| >$ `config.clip_eps`) and `value_loss`. The checker runs your
+# function and the library's on tiny random models from the same seeds, in six configurations
+# (beta 0 and a `beta` that differs from `config.beta`, k3, both clip ranges, gamma and lambda,
+# whitening off, 13 responses in 3 chunks, a binding gradient clip), and says which part differs
+# first: the rewards, the advantages, the returns, the number of steps, the policy loss, the value
+# loss, the clipping, the parameters after the update, or a diagnostic.
+
+# %%
+from ppo_lib.losses import clipped_surrogate, clipped_value_loss
+from ppo_lib.teaching.checks import check_ppo_iteration
+
+
+# %% nbgrader={"grade": false, "grade_id": "ppo_iteration", "locked": false, "schema_version": 3, "solution": true}
+def ppo_iteration(policy, ref, reward_model, value_model, optimizer, config, beta, generator, rng):
+    ### BEGIN SOLUTION
+    P = lang.PROMPT_LEN
+    prompts = lang.TASK.sample_prompts(rng, config.batch_size)
+    gen = generate(policy, prompts, temperature=config.temperature, generator=generator)
+    tokens, mask = gen.tokens, gen.mask
+    with torch.no_grad():  # the rollout's numbers are constants of the update
+        old_logp = gather_logprobs(policy(tokens), tokens, P) * mask
+        ref_logp = gather_logprobs(ref(tokens), tokens, P) * mask
+        old_values = token_values(value_model, tokens, P) * mask
+        scores = torch.where(gen.has_eos, score(reward_model, tokens, P),
+                             torch.tensor(config.missing_eos_score))
+    rewards = per_token_rewards(kl_per_token(old_logp, ref_logp, config.kl_estimator), scores, mask, beta)
+    advantages, returns = token_gae(rewards, old_values, mask, config.gamma, config.gae_lambda)
+    if config.whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    params = list(policy.parameters()) + list(value_model.parameters())
+    fractions, value_losses = [], []
+    for _ in range(config.epochs):
+        shuffle = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        for idx in torch.randperm(config.batch_size, generator=shuffle).chunk(config.num_minibatches):
+            real = mask[idx] > 0
+            ratio = (gather_logprobs(policy(tokens[idx]), tokens[idx], P) - old_logp[idx]).exp()
+            policy_loss = -clipped_surrogate(ratio[real], advantages[idx][real], config.clip_eps)
+            new_values = token_values(value_model, tokens[idx], P)
+            v_loss = clipped_value_loss(new_values[real], old_values[idx][real], returns[idx][real],
+                                        config.value_clip_range)
+            optimizer.zero_grad()
+            (policy_loss + config.value_coef * v_loss).backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            fractions.append(((ratio[real] - 1).abs() > config.clip_eps).float().mean().item())
+            value_losses.append(v_loss.item())
+    return {"rewards": rewards, "advantages": advantages, "returns": returns,
+            "clip_fraction": sum(fractions) / len(fractions), "value_loss": sum(value_losses) / len(value_losses)}
+    ### END SOLUTION
+
+
+# %%
+ppo_iteration = check_ppo_iteration(ppo_iteration)
+
+# %% [markdown]
+# If the checker accepted your function, it is `train_ppo`'s loop body: everything else in
+# `train_ppo` is set-up (four models, one Adam optimiser over the policy and the value model, the
+# seeded generators) and logging. If it did not, its message names the first part that differs,
+# and a hint when your answer matches one of the usual mistakes it knows (the shift by one, the
+# sign of the KL, the score on the wrong token, GAE or whitening over the padding, a ratio against
+# the wrong policy, an unclipped value loss, clipping each model's gradients apart, a reference
+# that moves, and more).
+
+# %% [markdown]
 # ## 5. The KL coefficient, live: reward hacking at $\beta = 0$
 #
 # What happens as $\beta$ changes? A sweep of six values of $\beta$ with three seeds each takes
@@ -545,6 +643,97 @@ assert all(r["final"]["kl"] > largest_other_kl for r in sweep[0.0])
 # collapse is a matter of time. Nothing in the proxy warned us — only the gold reward, which a
 # real system does not have. That is why every RLHF system keeps the KL term, and watches
 # samples, length and perplexity, not just the reward.
+
+# %% [markdown]
+# ### Exercise 8.7 — diagnose three runs
+#
+# In a real system there is no gold reward: you read the logged curves and decide whether a run is
+# learning or going wrong. `benchmarks/rlhf_diagnosis.py` ran three PPO runs of 80 iterations from
+# this chapter's SFT model, one seed each, and logged the proxy, the gold reward, the KL, the mean
+# length, the ungrammatical share and the share of *distinct* responses among the 64 of each batch.
+# One is healthy, one hacked its reward model, one collapsed. Below they are shuffled under the
+# ids X, Y and Z. **Predict first:** which curve tells a hacked run from a healthy one, if you may
+# not look at the gold reward? And which tells a collapse from a hack?
+
+# %%
+from ppo_lib.teaching.checks import check_rlhf_diagnosis
+from ppo_lib.teaching.checks.rlhf_diagnosis import VERDICTS, diagnosis_curves, signature_holds
+
+diag_path = REPO_ROOT / "benchmarks" / "results" / "rlhf_diagnosis.json"
+if not diag_path.exists():
+    raise FileNotFoundError(f"{diag_path} is missing: run `.venv/bin/python benchmarks/rlhf_diagnosis.py` to make it")
+diag = json.loads(diag_path.read_text())
+print(f"from {diag_path.name}: `{diag['command']}`, {diag['date']}, {diag['machine']['platform']}")
+curves = diagnosis_curves(diag)
+panels = [("proxy", "proxy (reward model)"), ("gold", "gold"), ("kl", "KL to SFT (nats)"),
+          ("length", "length (tokens)"), ("ungrammatical", "ungrammatical share"), ("distinct", "distinct share")]
+fig, axes = plt.subplots(1, 6, figsize=(15, 2.8))
+for ax, (key, title) in zip(axes, panels):
+    for rid, h in curves.items():
+        ax.plot(h[key], lw=1, label=f"run {rid}")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("iteration", fontsize=8)
+axes[0].legend(fontsize="small")
+if max(max(h["kl"]) for h in curves.values()) > 20:
+    axes[2].set_yscale("symlog", linthresh=10)
+fig.tight_layout()
+plt.show()
+print(f"{'run':4s}" + "".join(f"{key:>15s}" for key, _ in panels) + "   (first iteration -> mean of the last 20)")
+for rid, h in curves.items():
+    print(f"{rid:4s}" + "".join(f"{h[k][0]:6.2f} -> {np.mean(h[k][-20:]):5.2f}" for k, _ in panels))
+
+# %% [markdown]
+# Make `diagnosis()` return a dict `{run id: verdict}` for the runs X, Y and Z, each verdict one of
+# the three printed below. The checker says, run by run, whether you are right, and if not what
+# the verdict you named would look like.
+
+# %%
+for verdict, looks in VERDICTS.items():
+    print(f"{verdict!r:17s} {looks}")
+
+
+# %% nbgrader={"grade": false, "grade_id": "diagnosis", "locked": false, "schema_version": 3, "solution": true}
+def diagnosis():
+    ### BEGIN SOLUTION
+    return {"X": "reward hacking", "Y": "collapse", "Z": "healthy"}
+    ### END SOLUTION
+
+
+# %%
+diagnosis = check_rlhf_diagnosis(diagnosis)
+
+# %% [markdown]
+# Once you have tried: what each run shows, checked against the file in the next cell.
+#
+# - **Healthy** (beta 0.1, lr $10^{-3}$: the run of section 4). Proxy and gold rise together and
+#   stay up; the KL settles at a few nats; the answers stay grammatical. The distinct share falls
+#   too: the policy converges on a handful of short, strongly positive answers, which is what the
+#   gold reward asks for here, so a low diversity alone is not the alarm.
+# - **Reward hacking** (beta 0, the same reward model). The proxy ends *higher* than the healthy
+#   run's, while the gold falls to the floor of −2 and the answers become ungrammatical strings in
+#   the reward model's holes (section 3); with no penalty the KL grows far beyond the healthy run's.
+#   Without the gold column, the tells are the KL, the length and the samples.
+# - **Collapse** (beta 0.1, lr $3\times10^{-2}$, thirty times the chapter's). Within the first
+#   iterations (almost) every response is the same (here the empty answer, `<eos>` alone), the
+#   length drops, and the proxy stays far below a healthy run's: the policy did not find a better
+#   answer, it lost the language. The cure is a
+#   smaller step (the learning rate, the clip range, the gradient clip), not a larger $\beta$.
+
+# %%
+holds = signature_holds(diag)
+for name, run in diag["runs"].items():
+    h = run["history"]
+    print(f"{name:9s} ({run['what']}): proxy {np.mean(h['proxy'][-20:]):+.2f}, gold {np.mean(h['gold'][-20:]):+.2f}, "
+          f"KL {np.mean(h['kl'][-20:]):.1f}, length {np.mean(h['length'][-20:]):.1f}, ungrammatical "
+          f"{np.mean(h['ungrammatical'][-20:]):.0%}, distinct {np.mean(h['distinct'][-20:]):.2f} (last 20 iterations); "
+          f"last samples: {run['samples_last'][:2]}")
+assert holds == {"healthy": True, "hacked": True, "collapsed": True}, holds
+runs_h = {name: run["history"] for name, run in diag["runs"].items()}
+assert np.mean(runs_h["healthy"]["distinct"][-20:]) < runs_h["healthy"]["distinct"][0]  # "the distinct share falls too"
+assert np.mean(runs_h["hacked"]["gold"][-20:]) < -1.9  # "the gold falls to the floor of -2"
+# "without the gold column, the tells are the KL, the length and the samples": longer answers than the healthy run's
+assert np.mean(runs_h["hacked"]["length"][-20:]) > np.mean(runs_h["healthy"]["length"][-20:])
+assert np.mean(runs_h["collapsed"]["length"][-20:]) == 1.0 and not any(diag["runs"]["collapsed"]["samples_last"])
 
 # %% [markdown]
 # ## 6. Over-optimisation: best-of-n and PPO on one plot

@@ -14,6 +14,9 @@ One iteration, in execution order (the shapes: ``B`` responses, ``L`` response s
    on the real (masked) tokens, plus optionally InstructGPT's PPO-ptx term
    ``ptx_coef * NLL`` on fresh pre-training strings.
 
+Steps 1-4 are :func:`ppo_iteration` (chapter 8's exercise 8.6 is checked against it);
+:func:`train_ppo` builds the models and calls it once per iteration.
+
 Four models are in memory: policy, reference, reward model, value model (the value
 model starts as a copy of the reward model: Ouyang et al. 2022; Huang et al. 2024). With a
 task's verifier instead (``train_ppo(sft, None, config)``, chapter 10's baseline with a critic),
@@ -199,6 +202,47 @@ def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torc
     return policy_loss + config.value_coef * v_loss, info
 
 
+@dataclasses.dataclass
+class TokenPPOIteration:
+    """What one :func:`ppo_iteration` did: its rollouts, the diagnostics of each gradient step, the seconds."""
+
+    rollout: Rollout
+    infos: list[dict]          # per minibatch step: clip_fraction, approx_kl, value_loss
+    rollout_seconds: float     # sampling and scoring
+    update_seconds: float      # the gradient steps
+
+
+def ppo_iteration(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value_model: ScalarModel,
+                  optimizer: torch.optim.Optimizer, config: TokenPPOConfig, beta: float, generator: torch.Generator,
+                  rng: np.random.Generator, task: Task = lang.TASK, rewards_fn: Callable = per_token_rewards,
+                  whiten_fn: Callable = masked_whiten) -> TokenPPOIteration:
+    """One PPO iteration on tokens, rollout to update (steps 1-4 of the module's docstring).
+
+    ``optimizer`` holds the policy's and the value model's parameters; the gradient norm is clipped
+    over both together. The randomness, in order: ``rng`` draws the prompts, ``generator`` the
+    sampled tokens, then each epoch's shuffle seed comes from ``rng``
+    (:func:`~ppo_lib.rlhf.loop.minibatch_epochs`), and with ``ptx_coef > 0`` each step's
+    pre-training batch seed too. ``beta`` is this iteration's KL coefficient (the adaptive
+    controller, if any, updates it in :func:`train_ppo` afterwards)."""
+    dev = next(policy.parameters()).device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    t0 = time.perf_counter()
+    ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn, task)
+    t1 = time.perf_counter()
+
+    def step(chunk):
+        loss, info = ppo_token_loss(policy, value_model, ro, chunk, config, task.prompt_len)
+        if config.ptx_coef > 0:
+            loss = loss + config.ptx_coef * lm_loss(
+                policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev, task),
+                0 if task.sft_loss_on_prompt else task.prompt_len, task.pad_id)
+        optimizer_step(optimizer, loss, params, config.max_grad_norm)
+        return info
+
+    infos = minibatch_epochs(config, rng, dev, step)
+    return TokenPPOIteration(ro, infos, t1 - t0, time.perf_counter() - t1)
+
+
 def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: TokenPPOConfig | None = None,
               progress: bool = True, callback: Callable[[TokenPPOHistory], bool | None] | None = None,
               n_samples_logged: int = 4, rewards_fn: Callable = per_token_rewards,
@@ -226,8 +270,7 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
     reward_model = None if reward is None else frozen_copy(reward.model)
     # the critic starts from the reward model (or, with a verifier, from the SFT trunk and a zero head)
     value_model = trainable_copy(reward.model if reward is not None else ScalarModel.from_lm(sft.model))
-    params = list(policy.parameters()) + list(value_model.parameters())
-    opt = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
+    opt = torch.optim.Adam(list(policy.parameters()) + list(value_model.parameters()), lr=config.lr, eps=1e-5)
     generator = torch.Generator(dev).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     history = TokenPPOHistory()
@@ -238,28 +281,16 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
                       (policy, value_model)) as bar:
         for it in range(config.iterations):
             t0 = time.perf_counter()
-            ro = collect(policy, ref, reward_model, value_model, config, beta, generator, rng, rewards_fn, whiten_fn,
-                         task)
-            t1 = time.perf_counter()
+            step = ppo_iteration(policy, ref, reward_model, value_model, opt, config, beta, generator, rng, task,
+                                 rewards_fn, whiten_fn)
+            ro, infos = step.rollout, step.infos
             result.tokens_generated += int(ro.mask.sum())
-
-            def step(chunk):
-                loss, info = ppo_token_loss(policy, value_model, ro, chunk, config, task.prompt_len)
-                if config.ptx_coef > 0:
-                    loss = loss + config.ptx_coef * lm_loss(
-                        policy, _ptx_batch(len(chunk), int(rng.integers(2**31)), dev, task),
-                        0 if task.sft_loss_on_prompt else task.prompt_len, task.pad_id)
-                optimizer_step(opt, loss, params, config.max_grad_norm)
-                return info
-
-            infos = minibatch_epochs(config, rng, dev, step)
-            t2 = time.perf_counter()
             proxy = float(masked_mean(ro.scores, torch.ones_like(ro.scores)))
             mean_kl, _ = record_sampled(history, ro, task, infos, proxy, n_samples_logged,
                                         ("clip_fraction", "approx_kl", "value_loss"))
             history.beta.append(beta)
-            history.rollout_seconds.append(t1 - t0)
-            history.update_seconds.append(t2 - t1)
+            history.rollout_seconds.append(step.rollout_seconds)
+            history.update_seconds.append(step.update_seconds)
             history.seconds.append(time.perf_counter() - t0)
             if config.adaptive_kl:
                 beta = adaptive_kl_update(beta, mean_kl, config.kl_target, config.batch_size, config.kl_horizon)

@@ -49,3 +49,10 @@ from ppo_lib.teaching.checks.rlvr import check_aggregate_loss, check_format_rewa
 
 ALL_EXERCISES += [check_pass_at_k, check_aggregate_loss, check_format_reward]
 __all__ += ["check_pass_at_k", "check_aggregate_loss", "check_format_reward"]
+
+# --- chapter 8: one PPO iteration on tokens, rollout to update (exercise 8.6), and a diagnosis (8.7) ---
+from ppo_lib.teaching.checks.rlhf_diagnosis import check_rlhf_diagnosis  # noqa: E402
+from ppo_lib.teaching.checks.rlhf_iteration import check_ppo_iteration  # noqa: E402
+
+ALL_EXERCISES += [check_ppo_iteration, check_rlhf_diagnosis]
+__all__ += ["check_ppo_iteration", "check_rlhf_diagnosis"]

@@ -1,6 +1,6 @@
 """PPO on a language model (chapter 8): stages, throughput, the beta sweep, best-of-n, TRL.
 
-    .venv/bin/python benchmarks/rlhf.py                    # everything (~10 min on 2 cores)
+    .venv/bin/python benchmarks/rlhf.py                    # everything (30 PPO runs; the file keeps their seconds)
     .venv/bin/python benchmarks/rlhf.py --only sweep       # just the beta sweep
     .venv/bin/python benchmarks/rlhf.py --trl-python /tmp/benchvenv/bin/python   # TRL in another venv
     .venv/bin/python benchmarks/rlhf.py --only sweep k3 collapse best_of_n --jobs 2   # the PPO runs on 2 processes

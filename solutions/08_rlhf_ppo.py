@@ -685,9 +685,10 @@ assert max(gold_at_the_kl + gold_on_the_way) < min(gold_end + gold_end_rollouts)
 # Early stopping would have been far worse: at the same KL, every unpenalised run had less gold
 # than every $\beta = 0.3$ run at its end, by either measure (the gold of one rollout batch of 64
 # is noisy, hence the five-iteration average beside it). The penalty does not just stop the
-# policy earlier on the same path; it changes the path. It is charged per token, on every
-# token, so an update that moves a token far from the reference without raising the reward
-# costs reward; without it, the first nats go wherever the proxy's gradient points. This is a
+# policy earlier on the same path; it changes the path. One reading (not measured here): the
+# penalty is charged on every token, so a change that moves a token far from the reference
+# without raising the reward costs reward; without it, the first nats go wherever the proxy's
+# gradient points. This is a
 # finding on a 100 000-parameter toy, not a refutation of Gao et al.'s much larger models —
 # but it is why "just stop early" is no substitute for the penalty here.
 

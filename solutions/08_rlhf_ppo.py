@@ -168,7 +168,9 @@ assert gap < 1e-4
 #
 # where $y^w$ is the preferred ("chosen") response and $y^l$ the other one. Only differences of
 # scores matter, so afterwards we shift the head's bias so that SFT samples score 0 on average
-# (as InstructGPT did): a positive score then means "better than the SFT model".
+# (the choice of Huang et al. 2024's N+ implementation details; InstructGPT instead shifted it
+# so that the labellers' demonstrations score 0 on average): a positive score then means
+# "better than the SFT model".
 #
 # ### Exercise 8.2 — the Bradley-Terry loss
 #
@@ -381,38 +383,54 @@ def plot_history(h, title=""):
 plot_history(h, "(beta = 0.1)")
 before = evaluate_policy(sft.model, sft.model, reward.model)
 after = evaluate_policy(run.policy, sft.model, reward.model)
-print(f"{'':8s} {'gold':>7s} {'proxy':>7s} {'KL':>6s} {'ungrammatical':>14s}")
+print(f"{'':8s} {'gold':>7s} {'proxy':>7s} {'KL':>6s} {'ungrammatical':>14s} {'length':>7s}")
 for name, ev in (("SFT", before), ("PPO", after)):
-    print(f"{name:8s} {ev['gold']:+7.3f} {ev['proxy']:+7.3f} {ev['kl']:6.2f} {ev['ungrammatical']:14.1%}")
+    print(f"{name:8s} {ev['gold']:+7.3f} {ev['proxy']:+7.3f} {ev['kl']:6.2f} {ev['ungrammatical']:14.1%} "
+          f"{ev['length']:7.2f}")
 print("\nsamples before -> after:")
 for (p, t0, g0, _), (_, t1, g1, _) in zip(before["samples"][:6], after["samples"][:6]):
     print(f"  {p:15s} | {t0:40s} ({g0:+.2f})  ->  {t1:34s} ({g1:+.2f})")
 
 # %% [markdown]
-# The policy found what the reward model likes *and* the gold reward likes: short, strongly
-# positive, grammatical answers. The KL it paid is what its answers cost in likelihood under
+# The policy found what the reward model likes *and* the gold reward likes: strongly
+# positive, grammatical answers, and (the length column) shorter ones than the SFT model's;
+# section 5 reads the length of three seeds per $\beta$ from the file. The KL it paid is what its answers cost in likelihood under
 # the SFT model, in nats per response.
 #
 # ### Options the big systems use
 #
 # - **An adaptive $\beta$** (Ziegler et al. 2019): instead of fixing $\beta$, steer the measured
-#   KL towards a target with a proportional controller,
-#   $e = \mathrm{clip}(\mathrm{KL}/\mathrm{KL}_{target} - 1, -0.2, 0.2)$,
-#   $\beta \leftarrow \beta\,(1 + e\,n/H)$, where $n$ is the number of responses behind the
-#   measurement and $H$ a horizon (old TRL: target 6 nats, $H$ = 10 000). Unlike chapter 6's
-#   rule, it moves $\beta$ smoothly and by at most $0.2\,n/H$ per step.
+#   KL towards a target with a proportional controller. The paper writes it as
+#   $e_t = \mathrm{clip}\big((\mathrm{KL}_t - \mathrm{KL}_{target})/\mathrm{KL}_{target}, -0.2, 0.2\big)$,
+#   $\beta_{t+1} = \beta_t\,(1 + K_\beta\, e_t)$ with a fixed gain $K_\beta = 0.1$. Its reference
+#   code (openai/lm-human-preferences) and TRL's `AdaptiveKLController` replace the gain by
+#   $n/H$: $\beta \leftarrow \beta\,(1 + e\,n/H)$, where $n$ is the number of responses behind
+#   the measurement and $H$ a horizon (old TRL: target 6 nats, $H$ = 10 000): the step grows
+#   with the number of responses measured. This library, and exercise 8.5, use the code's form.
+#   Unlike chapter 6's rule, it moves $\beta$ smoothly and by at most $0.2\,n/H$ per step.
 #   `TokenPPOConfig(adaptive_kl=True, kl_target=..., kl_horizon=...)`.
 # - **PPO-ptx** (InstructGPT): add $\gamma_{ptx}$ times the pre-training log-likelihood to the
 #   objective, so the policy keeps its language while it chases the reward.
 #   `TokenPPOConfig(ptx_coef=...)`.
-# - **The KL estimator**: $k_1 = \log\pi - \log\pi_{ref}$ per token (unbiased, can be negative),
-#   or $k_3 = e^{-k_1} - 1 + k_1$ (unbiased, never negative). `TokenPPOConfig(kl_estimator="k3")`.
-#   Chapter 9 puts $k_3$ in the loss instead, as GRPO does.
+# - **The KL estimator in the reward**: $k_1 = \log\pi - \log\pi_{ref}$ per token (InstructGPT,
+#   TRL's default; unbiased, can be negative), or $k_3 = e^{-k_1} - 1 + k_1$ (unbiased, never
+#   negative), `TokenPPOConfig(kl_estimator="k3")`. "Never negative" makes $k_3$ look safer; as
+#   a *reward* it is not. PPO treats the reward as a fixed number and raises or lowers the
+#   probability of the sampled tokens in proportion to it, so what pulls the policy back is the
+#   size of the penalty on those tokens. $k_1$ is first order in the log-ratio; $k_3 \approx
+#   k_1^2/2$ is second order: a token with log-ratio 0.1 pays 0.005 instead of 0.1. Written out,
+#   the expected gradient of a $k_3$ reward is $\nabla\mathrm{KL}(\pi\|\pi_{ref}) + \sum_y
+#   \pi_{ref}(y)\nabla\log\pi(y)$ (at one position, $y$ running over the next token), and near the reference the two terms cancel to first order:
+#   the penalty barely pulls until the policy is already far away. Section 5 measures what that
+#   does. (Chapter 9 puts $k_3$ in the *loss*, as GRPO does, where it is differentiated: a
+#   different estimator of a different gradient.)
 #
 # ### Exercise 8.5 — the adaptive KL controller
 #
 # Write `adaptive_kl_update(beta, kl, kl_target, n_steps, horizon)` returning the new $\beta$
-# as a Python number (a float: the next cell rounds it with `round(beta, 5)`).
+# as a Python number (a float: the next cell rounds it with `round(beta, 5)`), in the
+# reference code's form above: the clipped relative error scaled by `n_steps / horizon`
+# (the paper's $K_\beta$ would be a fixed 0.1 in its place).
 
 # %% nbgrader={"grade": false, "grade_id": "adaptive_kl_update", "locked": false, "schema_version": 3, "solution": true}
 def adaptive_kl_update(beta, kl, kl_target, n_steps, horizon):
@@ -556,6 +574,7 @@ print(f"from {results_path.name}: `{bench['command']}`, {bench['date']}, {bench[
 assert bench["settings"]["ppo"]["iterations"] == config.iterations and bench["settings"]["ppo"]["lr"] == config.lr
 sweep = {float(b): runs for b, runs in bench["sweep"].items()}
 betas = sorted(sweep)
+sft_length = before["length"]  # the SFT model's mean response length, tokens with <eos> (evaluated above)
 live_runs = {}
 
 
@@ -569,13 +588,14 @@ def beta_view(beta, live):
         runs = [live_runs[beta]]
     else:
         runs = sweep[beta]
-    finals = {k: float(np.mean([r["final"][k] for r in runs])) for k in ("gold", "proxy", "kl", "ungrammatical")}
+    finals = {k: float(np.mean([r["final"][k] for r in runs]))
+              for k in ("gold", "proxy", "kl", "ungrammatical", "length")}
     return {"beta": beta, "live": live, "runs": runs, "final": finals,
             "samples": [s[1] for s in runs[0]["final"]["samples"][:4]]}
 
 
 def draw_beta(view, fig):
-    ax_f, ax_t = fig.subplots(1, 2)
+    ax_f, ax_t, ax_l = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.1, 0.8]})
     for b in betas:  # the frontier from the file: final KL vs gold and proxy, mean of the seeds
         kl = np.mean([r["final"]["kl"] for r in sweep[b]])
         ax_f.scatter(kl, np.mean([r["final"]["gold"] for r in sweep[b]]), color="tab:orange", s=25)
@@ -599,6 +619,12 @@ def draw_beta(view, fig):
     ax_t.set_xlabel("PPO iteration")
     ax_t.set_title(f"beta = {view['beta']:g}: proxy (blue), gold (orange), ungrammatical (dotted, -2 + 2 x rate)")
     ax_t.title.set_fontsize(8)
+    for r in view["runs"]:
+        ax_l.plot(r["history"]["length"], color="tab:purple", lw=1)
+    ax_l.axhline(sft_length, color="gray", ls="--", lw=0.8, label=f"SFT model ({sft_length:.1f})")
+    ax_l.set_xlabel("PPO iteration")
+    ax_l.set_title("response length (tokens, <eos> included)", fontsize=8)
+    ax_l.legend(fontsize="small")
     fig.tight_layout()
 
 
@@ -607,42 +633,205 @@ def describe_beta(view):
     source = "live run, seed 0" if view["live"] else f"{len(view['runs'])} seeds from the file"
     samples = "; ".join(f"<code>{s}</code>" for s in view["samples"])
     return (f"<b>beta = {view['beta']:g}</b> ({source}): gold {f['gold']:+.2f}, proxy {f['proxy']:+.2f}, "
-            f"KL {f['kl']:.1f} nats, ungrammatical {f['ungrammatical']:.0%}<br>samples: {samples}")
+            f"KL {f['kl']:.1f} nats, ungrammatical {f['ungrammatical']:.0%}, length {f['length']:.1f} tokens"
+            f"<br>samples: {samples}")
 
 
 beta_controls = {"beta": widgets.SelectionSlider(options=betas, value=0.0, description="beta",
                                                  continuous_update=False),
                  "live": widgets.Checkbox(value=False, description="run live")}
-beta_explorer = LiveFigure(beta_controls, beta_view, draw_beta, describe_beta, figsize=(12, 3.6), cache=True)
+beta_explorer = LiveFigure(beta_controls, beta_view, draw_beta, describe_beta, figsize=(14, 3.6), cache=True)
 display(beta_explorer)
 
 # %%
 table = {b: beta_view(b, False)["final"] for b in betas}
 hacked = {b: sum(r["final"]["gold"] < before["gold"] for r in sweep[b]) for b in betas}
-print(f"{'beta':>6s} {'gold':>7s} {'proxy':>7s} {'KL':>7s} {'ungrammatical':>14s} {'seeds below SFT gold':>21s}")
+print(f"{'beta':>6s} {'gold':>7s} {'proxy':>7s} {'KL':>7s} {'ungrammatical':>14s} {'length':>7s} "
+      f"{'seeds below SFT gold':>21s}")
 for b, f in table.items():
-    print(f"{b:6g} {f['gold']:+7.2f} {f['proxy']:+7.2f} {f['kl']:7.1f} {f['ungrammatical']:14.0%} "
+    print(f"{b:6g} {f['gold']:+7.2f} {f['proxy']:+7.2f} {f['kl']:7.1f} {f['ungrammatical']:14.0%} {f['length']:7.2f} "
           f"{hacked[b]:>14d} of {len(sweep[b])}")
-print(f"(means over the file's seeds; the SFT model: gold {before['gold']:+.2f}, proxy {before['proxy']:+.2f})")
+print(f"(means over the file's seeds; the SFT model: gold {before['gold']:+.2f}, proxy {before['proxy']:+.2f}, "
+      f"length {sft_length:.2f})")
 best_beta = max(table, key=lambda b: table[b]["gold"])
 print(f"best mean gold at beta = {best_beta:g}; highest mean proxy at beta = "
       f"{max(table, key=lambda b: table[b]['proxy']):g}")
+lengths = {b: [r["final"]["length"] for r in sweep[b]] for b in betas}
+print("final length per seed: " + "; ".join(f"beta {b:g}: " + ", ".join(f"{x:.2f}" for x in lengths[b])
+                                            for b in betas))
+
 # what the text below says, checked against the file
-assert max(table, key=lambda b: table[b]["proxy"]) == 0.0 and hacked[0.0] >= 1
+proxies = [table[b]["proxy"] for b in betas]
+assert table[0.0]["proxy"] > max(proxies) - 0.15 and hacked[0.0] == 1
+assert all(hacked[b] == 0 for b in betas if b > 0)
+assert max(lengths[0.1] + lengths[0.3]) <= 5.0 < sft_length - 2
 largest_other_kl = max(r["final"]["kl"] for b in betas if b > 0 for r in sweep[b])
 assert all(r["final"]["kl"] > largest_other_kl for r in sweep[0.0])
 
 # %% [markdown]
 # Read the table from both ends. A large $\beta$ pins the policy to the SFT model: a small KL
 # and a small gain. A moderate $\beta$ buys most of the gold reward for a few nats. At
-# $\beta = 0$ the proxy is as high as anywhere, but in the seeds counted in the last column
-# the gold reward ended *below the SFT model's*: the policy left the grammar, where the reward
-# model was never trained, and settled on strings the reward model scores well and the
-# "human" scores −2. Look at the samples under the widget. A seed that did not collapse within
-# the budget had still drifted furthest (the largest KL of all): with nothing pulling it back,
-# collapse is a matter of time. Nothing in the proxy warned us — only the gold reward, which a
-# real system does not have. That is why every RLHF system keeps the KL term, and watches
-# samples, length and perplexity, not just the reward.
+# $\beta = 0$ the proxy ends within 0.15 of the highest in the table, but in one seed of
+# three the gold reward ended *below the SFT model's*: the policy left the grammar, where the
+# reward model was never trained, and settled on strings the reward model scores well and the
+# "human" scores −2. Look at the samples under the widget. The two seeds that did not
+# collapse within the 80 iterations had still drifted further than any run with a penalty
+# (every $\beta = 0$ run has a larger KL than the largest at $\beta > 0$).
+#
+# The length column (and the widget's right panel) answers a question the reward never asked.
+# With $\beta$ = 0.1 or 0.3, every seed's answers got shorter: at most 5 tokens with `<eos>`,
+# against the SFT model's 7.5 — one short, strongly positive clause, like the samples under
+# the widget. On this task that is what the gold reward wants too (it averages over clauses,
+# and its maximum is the single clause *very very great !*), so here the shortening is not a
+# hack. The final lengths of every seed are printed under the table; in real RLHF, where
+# longer answers tend to be preferred by labellers and reward models, the same column is how
+# length hacking is caught.
+
+# %% [markdown]
+# ### Is the collapse luck, or a matter of time?
+#
+# One seed of three is not a rate. `benchmarks/rlhf.py` also ran $\beta = 0$ on the same three
+# seeds for three times as long (its first 80 iterations are the sweep's runs, as the cell
+# checks) and recorded, for each seed, the first iteration from which the rollouts' gold stays
+# below the SFT model's to the end.
+
+# %%
+collapse = bench["collapse"]
+n_long = collapse["iterations"]
+print(f"beta 0, {n_long} iterations ({n_long // config.iterations}x the sweep's); the SFT model's gold "
+      f"{collapse['gold_sft']:+.3f}")
+print(f"{'seed':>4s} {'gold below SFT from iteration':>30s} {'final gold':>11s} {'proxy':>6s} {'KL':>5s} "
+      f"{'ungrammatical':>14s}")
+for row, r in zip(collapse["rows"], collapse["runs"]):
+    first = row["stays_below_sft_from"]
+    print(f"{row['seed']:4d} {('never' if first is None else str(first)):>30s} {row['final_gold']:+11.2f} "
+          f"{row['final_proxy']:+6.2f} {row['final_kl']:5.1f} {r['final']['ungrammatical']:14.0%}")
+fig, ax = plt.subplots(figsize=(8, 2.8))
+for r in collapse["runs"]:
+    ax.plot(r["history"]["gold"], lw=1, label=f"seed {r['seed']}")
+ax.axhline(collapse["gold_sft"], color="gray", ls="--", lw=0.8, label="SFT model")
+ax.axvline(config.iterations, color="k", ls=":", lw=0.8, label="the sweep's budget")
+ax.set_xlabel("PPO iteration")
+ax.set_ylabel("gold reward (rollouts)")
+ax.set_title("beta = 0, three times as long")
+ax.legend(fontsize="small", ncol=2)
+plt.show()
+# the long runs are the sweep's runs continued: the same seed gives the same first 80 iterations
+for r in collapse["runs"]:
+    same_seed = next(s for s in sweep[0.0] if s["seed"] == r["seed"])
+    assert r["history"]["gold"][:config.iterations] == same_seed["history"]["gold"]
+firsts = [row["stays_below_sft_from"] for row in collapse["rows"]]
+# what the text below says: every seed collapsed within the long run; within 80 iterations only some
+assert all(f is not None for f in firsts)
+assert sum(f < config.iterations for f in firsts) == hacked[0.0] and 0 < hacked[0.0] < len(firsts)
+assert max(firsts) > 3 * min(firsts)
+for row, r in zip(collapse["rows"], collapse["runs"]):
+    p, first = r["history"]["proxy"], row["stays_below_sft_from"]
+    assert np.mean(p[max(first - 10, 0):first]) > 2.5 and np.mean(p[-10:]) > 2.5
+
+# %% [markdown]
+# Every seed collapsed, at very different times: the iterations printed differ by more than a
+# factor of three, and two of the three seeds looked healthy at iteration 80. Seed 1 fell only
+# part of the way (half its final answers are ungrammatical). So on this task, with nothing
+# pulling the policy back, hacking is a matter of time, and *when* is a matter of the seed: a
+# run that is fine at the end of its budget has not shown that it is safe. Nothing in the proxy
+# warned us — it stays near its top through the fall (the cell checks: over the
+# 10 iterations before the fall and over the last 10, its mean stays above 2.5). Only the gold reward shows the collapse, and a real
+# system does not have one.
+#
+# Hence the KL term of PPO-based RLHF: InstructGPT and TRL's PPO trainer keep it, and practice
+# watches samples, length and perplexity, not just the reward. Not every recipe keeps it, though:
+# when the reward is a program that checks the answer (a verifier, chapter 10) rather than a
+# learned model with holes, many drop it. TRL's GRPO trainer defaults to $\beta = 0$, and DAPO
+# (Yu et al. 2025) removes the KL term, arguing that a long chain of thought must be allowed to
+# move far from the starting model.
+
+# %% [markdown]
+# ### A KL penalty is not early stopping here
+#
+# Gao et al. (2022) found that, in their experiments, a KL penalty acts like early stopping: it
+# does not reach a better gold reward at a given KL, it only halts the policy sooner on the same
+# path. The file lets us test that on our task: stop each $\beta = 0$ run where it first
+# reaches the KL at which $\beta = 0.3$ ends, and compare the gold there with $\beta = 0.3$'s.
+
+# %%
+# Gao et al. (2022): "a KL penalty acts like early stopping". If it did, a beta-0 run stopped when it
+# reaches the KL where beta 0.3 ends would have about beta 0.3's gold. From the file, seed by seed:
+kl_end = float(np.mean([r["final"]["kl"] for r in sweep[0.3]]))
+gold_end = [r["final"]["gold"] for r in sweep[0.3]]
+print(f"beta 0.3 ends at KL {kl_end:.2f} (mean of its seeds' final evaluations), gold "
+      + ", ".join(f"{g:+.2f}" for g in gold_end) + " (seeds " + ", ".join(str(r["seed"]) for r in sweep[0.3]) + ")")
+print(f"{'beta 0, seed':>12s} {'first iteration at KL >= ' + format(kl_end, '.2f'):>28s} {'its KL':>7s} "
+      f"{'gold there':>11s} {'gold, 5 iterations around':>26s}")
+gold_on_the_way, gold_at_the_kl = [], []
+for r in sweep[0.0]:
+    kl, g = np.array(r["history"]["kl"]), np.array(r["history"]["gold"])
+    i = int(np.argmax(kl >= kl_end))
+    assert kl[i] >= kl_end  # every beta-0 run passes that KL
+    around = float(np.mean(g[max(i - 2, 0):i + 3]))
+    gold_on_the_way.append(around)
+    gold_at_the_kl.append(float(g[i]))
+    print(f"{r['seed']:12d} {i:28d} {kl[i]:7.2f} {g[i]:+11.2f} {around:+26.2f}")
+# the same measurement for beta 0.3: its rollouts' gold over its last 5 iterations
+gold_end_rollouts = [float(np.mean(r["history"]["gold"][-5:])) for r in sweep[0.3]]
+print("beta 0.3, rollouts' gold over its last 5 iterations: " + ", ".join(f"{g:+.2f}" for g in gold_end_rollouts))
+# what the text below says: at that KL every beta-0 seed had less gold than every beta-0.3 seed at its end,
+# measured either way (one iteration or five around it; beta 0.3's final evaluation or its last 5 iterations)
+assert max(gold_at_the_kl + gold_on_the_way) < min(gold_end + gold_end_rollouts)
+
+# %% [markdown]
+# Early stopping would have been far worse: at the same KL, every unpenalised run had less gold
+# than every $\beta = 0.3$ run at its end, by either measure (the gold of one rollout batch of 64
+# is noisy, hence the five-iteration average beside it). The penalty does not just stop the
+# policy earlier on the same path; it changes the path. One reading (not measured here): the
+# penalty is charged on every token, so a change that moves a token far from the reference
+# without raising the reward costs reward; without it, the first nats go wherever the proxy's
+# gradient points. This is a
+# finding on a 100 000-parameter toy, not a refutation of Gao et al.'s much larger models —
+# but it is why "just stop early" is no substitute for the penalty here.
+
+# %% [markdown]
+# ### $k_3$ in the reward: a weaker leash
+#
+# Section 4 argued that $k_3$, put in the reward, barely pulls near the reference. The file has
+# the same PPO with $k_3$ in place of $k_1$, at three values of $\beta$ and on the same seeds
+# (the KL column is always measured the same way, as the $k_1$ sum over the response):
+
+# %%
+k3_runs = {float(b): runs for b, runs in bench["k3"]["runs"].items()}
+print("k1 (the sweep) and k3 as the per-token KL in the reward, the same seeds; KL measured as the k1 sum:")
+print(f"{'beta':>5s} {'estimator':>9s} {'gold':>7s} {'proxy':>7s} {'KL':>6s} {'ungrammatical':>14s} {'length':>7s}")
+k_table = {}
+for b in sorted(k3_runs):
+    for name, runs in (("k1", sweep[b]), ("k3", k3_runs[b])):
+        k_table[b, name] = {k: float(np.mean([r["final"][k] for r in runs]))
+                            for k in ("gold", "proxy", "kl", "ungrammatical", "length")}
+        f = k_table[b, name]
+        print(f"{b:5g} {name:>9s} {f['gold']:+7.2f} {f['proxy']:+7.2f} {f['kl']:6.2f} {f['ungrammatical']:14.0%} "
+              f"{f['length']:7.2f}")
+# what the text below says: at every beta, every k3 seed ended further from the SFT model than every k1
+# seed; k3 at beta 1 spent more KL than k1 at beta 0.3, less than k1 at beta 0.1; no k3 run collapsed
+for b in k3_runs:
+    assert min(r["final"]["kl"] for r in k3_runs[b]) > max(r["final"]["kl"] for r in sweep[b])
+assert k_table[0.3, "k1"]["kl"] < k_table[1.0, "k3"]["kl"] < k_table[0.1, "k1"]["kl"]
+assert all(r["final"]["gold"] > before["gold"] + 0.9 and r["final"]["ungrammatical"] < 0.05
+           for runs in k3_runs.values() for r in runs)
+print("KL of k3 over k1's, same beta: " + ", ".join(f"beta {b:g}: {k_table[b, 'k3']['kl'] / k_table[b, 'k1']['kl']:.1f}x"
+                                                     for b in sorted(k3_runs)))
+cut = {name: k_table[0.1, name]["kl"] / k_table[1.0, name]["kl"] for name in ("k1", "k3")}
+print(f"beta 0.1 -> 1 (tenfold) divides the KL by {cut['k1']:.1f} with k1, by {cut['k3']:.1f} with k3")
+assert cut["k3"] < cut["k1"] / 2 and k_table[1.0, "k3"]["gold"] > k_table[1.0, "k1"]["gold"]
+
+# %% [markdown]
+# At every $\beta$, every $k_3$ seed ended further from the SFT model than every $k_1$ seed:
+# with $k_3$, $\beta = 1$ spent more nats than $k_1$ at $\beta = 0.3$, fewer than at $\beta = 0.1$.
+# The same number no longer means the same leash, and raising it buys much less: going from
+# $\beta = 0.1$ to 1 divided $k_3$'s KL by less than half as much as $k_1$'s (printed). Within 80 iterations no
+# $k_3$ run collapsed (every seed's gold is at least 0.9 above the SFT model's), and on this task,
+# where $k_1$ at $\beta = 1$ held the policy back from gold it could have had, the looser leash
+# even scored higher there. That is not the estimator being better: it is a smaller effective
+# $\beta$. Use $k_3$ in the reward only knowing that it is a weaker regulariser, and tune $\beta$
+# for it separately.
 
 # %% [markdown]
 # ### Exercise 8.7 — diagnose three runs
@@ -739,8 +928,12 @@ assert np.mean(runs_h["collapsed"]["length"][-20:]) == 1.0 and not any(diag["run
 # ## 6. Over-optimisation: best-of-n and PPO on one plot
 #
 # The simplest way to use a reward model needs no training at all: draw $n$ responses from the
-# SFT model and keep the one with the highest proxy score. Its KL to the SFT model is known in
-# closed form, $\mathrm{KL}_{bon} = \log n - (n-1)/n$. Gao, Schulman and Hilton (2022) measured
+# SFT model and keep the one with the highest proxy score. Its KL to the SFT model is usually
+# given as $\log n - (n-1)/n$ (Stiennon et al. 2020, Gao et al. 2022), but Beirami et al. (2024)
+# proved that this is an *upper bound* on the KL, reached only when no single response has a
+# sizeable probability; a model that often repeats its likeliest answers, as ours does, spends
+# fewer nats than that. We place best-of-n at the bound, as Gao et al. did, and keep in mind
+# that its true KL is smaller. Gao, Schulman and Hilton (2022) measured
 # the gold reward of both best-of-n and RL against $d = \sqrt{\mathrm{KL}}$ and found the same
 # shape: it rises, peaks and falls, while the proxy keeps rising. They fitted
 # $R_{bon}(d) = d(\alpha - \beta d)$ and $R_{RL}(d) = d(\alpha - \beta\log d)$ to the gold gain.
@@ -812,27 +1005,46 @@ print(f"\nPPO (beta 0.1, above) reached gold {after['gold']:+.2f} at KL {after['
       f"best-of-{rows[-1]['n']} reaches {rows[-1]['gold']:+.2f} at KL {rows[-1]['kl']:.1f}")
 
 # %%
-ppo_finals = sorted((np.mean([r["final"]["kl"] for r in sweep[b]]), np.mean([r["final"]["gold"] for r in sweep[b]]), b)
-                    for b in betas if b > 0)
-print("gold at the same KL (PPO's frontier from the file, interpolated between its betas):")
-gaps = []
-for r in rows[1:]:
-    ppo_gold = np.interp(r["kl"], [t[0] for t in ppo_finals], [t[1] for t in ppo_finals])
-    gaps.append(r["gold"] - ppo_gold)
-    print(f"  KL {r['kl']:4.2f}: best-of-{r['n']:<3d} {r['gold']:+.2f}   PPO {ppo_gold:+.2f}")
-print(f"largest gap: {max(gaps, key=abs):+.2f}")
-assert max(abs(g) for g in gaps) < 0.4  # "similar", as the text below says
+# PPO's frontier from the file: each beta > 0 at its seeds' mean final KL and mean gold gain over the SFT
+# model, starting from the SFT model itself (KL 0, gain 0: the limit of a huge beta)
+ppo_frontier = sorted([(0.0, 0.0)] + [(float(np.mean([r["final"]["kl"] for r in sweep[b]])),
+                                       float(np.mean([r["final"]["gold"] for r in sweep[b]])) - before["gold"])
+                                      for b in betas if b > 0])
+bon_file = bench["best_of_n"]["1000"]  # the same reward model settings as the sweep's (1000 pairs)
+print("gold gain over the SFT model at the same KL (best-of-n at its KL bound; PPO interpolated between its betas):")
+gaps = {}
+for r in bon_file["rows"][1:]:
+    if r["kl"] > ppo_frontier[-1][0]:
+        print(f"  KL {r['kl']:4.2f}: best-of-{r['n']:<3d} beyond PPO's largest KL ({ppo_frontier[-1][0]:.2f}), not compared")
+        continue
+    ppo_gain = float(np.interp(r["kl"], [t[0] for t in ppo_frontier], [t[1] for t in ppo_frontier]))
+    gaps[r["n"]] = r["gold"] - bon_file["gold_sft"] - ppo_gain
+    print(f"  KL {r['kl']:4.2f}: best-of-{r['n']:<3d} {r['gold'] - bon_file['gold_sft']:+.2f}   PPO {ppo_gain:+.2f}"
+          f"   best-of-n ahead by {gaps[r['n']]:+.2f}")
+print("PPO's frontier (KL, gain): " + ", ".join(f"({k:.2f}, {g:+.2f})" for k, g in ppo_frontier))
+# what the text below says: best-of-n ahead at every n compared (n = 2 and up), and PPO's interpolated
+# frontier rising over the KLs compared (so a smaller, true best-of-n KL would only widen the gap)
+assert len(gaps) >= 4 and all(g > 0 for g in gaps.values())
+compared_kl = max(r["kl"] for r in bon_file["rows"] if r["n"] in gaps)
+upto = [t for t in ppo_frontier if t[0] < compared_kl]
+upto.append(next(t for t in ppo_frontier if t[0] >= compared_kl))
+assert all(b[1] > a[1] for a, b in zip(upto, upto[1:]))
 for n_pairs, curve in bench["best_of_n"].items():
     peak = max(curve["rows"], key=lambda r: r["gold"])
     print(f"from the file, {n_pairs:>4s} pairs: best-of-n gold peaks at n = {peak['n']} ({peak['gold']:+.2f}); "
           f"at n = 64 gold {curve['rows'][-1]['gold']:+.2f}, proxy {curve['rows'][-1]['proxy']:+.2f}")
 
 # %% [markdown]
-# Compare the two at equal KL in the lines above: on this task best-of-n and PPO reach gold
-# rewards within a few tenths of each other for the same number of nats (the largest gap is
-# printed), in line with Gao et al., who found the KL a useful common currency. The difference is *when* they pay: best-of-n pays at
-# inference time, $n$ samples and $n$ reward-model calls for every answer; PPO pays once, in
-# training. Now move the slider. A reward model fitted on fewer pairs is a worse proxy: its
+# Compare the two at equal KL in the lines above (the file's best-of-n curve, for the same
+# reward-model settings as the sweep, and each method's gain over its own measurement of the
+# SFT model): best-of-n is ahead of PPO at every $n$ compared, by the amounts printed. Gao et
+# al. found the same sign — RL consumed more KL than best-of-n for the same gold — and read it
+# as a warning that KL is not an adequate measure for comparing optimisation methods: the
+# nats a method spends say little about what it gets for them. The bound only widens the gap:
+# best-of-n's true KL is at most the value used, and PPO's frontier rises with the KL over
+# this range (checked), so at best-of-n's true KL PPO would be further behind. The methods
+# also differ in *when* they pay: best-of-n pays at inference time, $n$ samples and $n$
+# reward-model calls for every answer; PPO pays once, in training. Now move the slider. A reward model fitted on fewer pairs is a worse proxy: its
 # gold curve is lower and flattens or turns down at a smaller $n$, while its proxy keeps
 # climbing — the gap between the two curves is the over-optimisation.
 #
@@ -846,8 +1058,17 @@ for n_pairs, curve in bench["best_of_n"].items():
 #   its training data was and wrong elsewhere, and the policy goes looking for "elsewhere".
 # - GAE over tokens is the library's GAE with masks; advantages are whitened over real tokens.
 # - $\beta$ trades reward for distance from the SFT model. Without it, the proxy rises while
-#   the true reward collapses: reward hacking, reproduced and measured.
-# - Best-of-n and PPO both over-optimise a proxy; the KL they spend is the common currency.
+#   the true reward collapses: reward hacking, reproduced and measured — in one seed of three
+#   within 80 iterations, in all three within 240, at times that depend on the seed.
+# - A KL penalty is not early stopping on this task: at the KL where $\beta = 0.3$ ends, the
+#   unpenalised runs had much less gold. The penalty changes the path, not just where it stops.
+# - Where the KL goes is worth watching too: with a moderate $\beta$ the answers got shorter
+#   (here the gold reward wants that; in real RLHF, length is a classic hack).
+# - $k_3$ in the reward is unbiased and never negative, but second order near the reference:
+#   as a reward it pulls the policy back much less than $k_1$ at the same $\beta$ (measured).
+# - Best-of-n and PPO both over-optimise a proxy. At equal KL best-of-n was ahead at every $n$
+#   (with its KL an upper bound, the true gap is if anything larger): as Gao et al. concluded,
+#   the KL spent is not a fair common currency for comparing methods.
 #
 # ## Further reading
 #

@@ -1,10 +1,16 @@
 r"""Best-of-n sampling and reward over-optimisation (Gao, Schulman, Hilton 2022).
 
 Best-of-n draws ``n`` responses from the SFT model and keeps the one the reward model
-likes best. It needs no training, and its KL to the SFT model is known exactly
-(Stiennon et al. 2020, appendix; Gao et al. 2022, eq. 3):
+likes best. It needs no training. Its KL to the SFT model is usually reported with the
+formula of Stiennon et al. 2020 (appendix) and Gao et al. 2022 (eq. 3),
 
-.. math:: \mathrm{KL}_{bon} = \log n - \frac{n-1}{n}.
+.. math:: \mathrm{KL}_{bon} = \log n - \frac{n-1}{n},
+
+but Beirami et al. 2024 (*Theoretical guarantees on the best-of-n alignment policy*)
+proved that this is an upper bound, not the KL itself: it is reached only in the limit
+where no single response has a sizeable probability. A policy that repeats its likeliest
+answers (as a small model on a small language does) has a smaller true KL; the curves
+here use the bound, as Gao et al. did.
 
 Gao et al. fit the *gold* reward gain as a function of :math:`d = \sqrt{\mathrm{KL}}`:
 
@@ -28,7 +34,8 @@ from ppo_lib.rlhf.reward_model import score
 
 
 def bon_kl(n: int) -> float:
-    """The exact KL of best-of-n to the sampling policy, ``log n - (n - 1) / n``."""
+    """``log n - (n - 1) / n``: an upper bound on the KL of best-of-n to the sampling policy (Beirami
+    et al. 2024), the value Stiennon et al. 2020 and Gao et al. 2022 use for it."""
     n = count("n", n, 1)
     return math.log(n) - (n - 1) / n
 

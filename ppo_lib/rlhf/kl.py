@@ -38,12 +38,16 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
 
 
 def adaptive_kl_update(beta: float, kl: float, kl_target: float, n_steps: int, horizon: int) -> float:
-    r"""One step of Ziegler et al. (2019)'s proportional controller (section 2.2):
+    r"""One step of the adaptive KL controller, in the form of Ziegler et al.'s reference code
+    (openai/lm-human-preferences, ``AdaptiveKLController``; TRL's class of the same name):
 
     .. math:: e = \mathrm{clip}\Big(\frac{KL}{KL_{target}} - 1,\ -0.2,\ 0.2\Big), \qquad
               \beta \leftarrow \beta\,\big(1 + e\,\tfrac{n}{\text{horizon}}\big)
 
-    where ``n`` is the number of samples (responses) behind this KL measurement.
+    where ``n`` is the number of samples (responses) behind this KL measurement. The paper
+    (Ziegler et al. 2019, section 2.2) writes the same proportional controller with a fixed
+    gain instead of ``n / horizon``: :math:`\beta_{t+1} = \beta_t (1 + K_\beta e_t)`,
+    :math:`K_\beta = 0.1`.
     """
     for name, value in (("beta", beta), ("kl_target", kl_target), ("n_steps", n_steps), ("horizon", horizon)):
         check_number(name, value)  # a number (NumPy's too), not NaN: a NaN beta would pass every test below
@@ -57,8 +61,8 @@ def adaptive_kl_update(beta: float, kl: float, kl_target: float, n_steps: int, h
 
 
 class AdaptiveKLController:
-    """Holds beta and applies :func:`adaptive_kl_update` after each batch (old TRL defaults:
-    initial 0.2, target 6 nats, horizon 10 000)."""
+    """Holds beta and applies :func:`adaptive_kl_update` after each batch (the defaults of TRL's
+    ``AdaptiveKLController`` in its old PPOTrainer: initial 0.2, target 6 nats, horizon 10 000)."""
 
     def __init__(self, init_beta: float = 0.2, target: float = 6.0, horizon: int = 10_000):
         self.beta, self.target, self.horizon = float(init_beta), float(target), int(horizon)

@@ -62,7 +62,7 @@ class TokenPPOConfig:
 
     beta: float = 0.05              # KL coefficient: TRL's kl_coef 0.05 (InstructGPT used 0.02)
     kl_estimator: str = "k1"        # k1 in the reward: InstructGPT eq. 2, TRL's default
-    adaptive_kl: bool = False       # Ziegler et al. 2019's controller (old TRL: target 6, horizon 10000)
+    adaptive_kl: bool = False       # the n/H controller of lm-human-preferences, TRL (old TRL: target 6, horizon 10000)
     kl_target: float = 6.0
     kl_horizon: int = 10_000
     ptx_coef: float = 0.0           # InstructGPT's PPO-ptx (their gamma 27.8 is for their scale, not ours)

@@ -8,8 +8,10 @@ Bradley-Terry likelihood (Ouyang et al. 2022, eq. 1):
 
 .. math:: \mathcal L = -\frac1B \sum_b \log\sigma\big(r(x_b, y^w_b) - r(x_b, y^l_b)\big).
 
-Afterwards its bias is shifted so that SFT samples score 0 on average (InstructGPT;
-Huang et al. 2024): the score then says "better or worse than the SFT model".
+Afterwards its bias is shifted so that SFT samples score 0 on average (the choice of
+Huang et al. 2024, the N+ implementation details paper; InstructGPT instead shifted it so
+that the labellers' demonstrations score 0): the score then says "better or worse than the
+SFT model".
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ Five exercises, each checked against the library's reference:
 - ``per_token_rewards``: -beta * KL on every real token, plus the score on the last one;
 - ``bradley_terry_loss``: the reward model's loss, value and gradients (a loss);
 - ``masked_whiten``: whitening over the real tokens only, with the unbiased std;
-- ``adaptive_kl_update``: Ziegler et al. (2019)'s proportional controller for beta.
+- ``adaptive_kl_update``: the proportional controller for beta of Ziegler et al. (2019), in the
+  form of their reference code and TRL (the error scaled by n_steps / horizon; the paper
+  writes a fixed gain K_beta = 0.1 instead).
 
 Inputs are torch tensors; masks are float tensors of 0.0 / 1.0, as
 :func:`ppo_lib.rlhf.model.generate` returns them. A tensor is required back where the

@@ -232,6 +232,9 @@ def main() -> int:
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help="only these rows (names as in ROWS)")
     p.add_argument("--quick", action="store_true", help="4 iterations, seed 0, 48 evaluation samples (a smoke test)")
     p.add_argument("--out", default=None)
+    p.add_argument("--available-only", action="store_true",
+                   help="write the file from the rows whose every seed is already in the resume file (an "
+                        "interrupted sweep's finished rows); the others are listed as not run")
     add_arguments(p)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -243,6 +246,18 @@ def main() -> int:
         if unknown:
             p.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
         rows = {r: ROWS[r] for r in args.rows}
+    not_run = []
+    if args.available_only:
+        kept = set()
+        if resume_path(out).exists():
+            for line in resume_path(out).read_text().splitlines():
+                try:
+                    kept.add(json.loads(line)["key"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        not_run = [name for name, spec in rows.items()
+                   if any(job_key(name, spec, s, iterations, n_eval) not in kept for s in seeds)]
+        rows = {name: spec for name, spec in rows.items() if name not in not_run}
     t0 = time.perf_counter()
     # the reward models first, in this process: the workers then read them from the cache
     sft = sft_model()
@@ -260,7 +275,7 @@ def main() -> int:
                                        "ensemble_seeds": list(ENSEMBLE_SEEDS),
                                        "apt_adjectives": {k: list(v) for k, v in lang.APT_ADJECTIVES.items()},
                                        "faint_praise": lang.FAINT_PRAISE},
-              "row_specs": rows, "complete": False}
+              "row_specs": rows, "rows_not_run": not_run, "complete": False}
     record["reward_models"] = {name: {**check_reward_model(rm, task), "seconds": round(rm.seconds, 1)}
                                for name, (task, rm) in reward_models.items()}
     for name, r in record["reward_models"].items():
@@ -283,7 +298,7 @@ def main() -> int:
         print(f"{name:38s} gold {m['gold']:+.2f} prompted {m['gold_prompted']:+.2f} proxy {m['proxy']:+.2f} "
               f"KL {m['kl']:5.1f} length {m['length']:4.1f} ungrammatical {m['ungrammatical']:.0%}", flush=True)
     record["seconds"] = round(time.perf_counter() - t0, 1)
-    record["complete"] = not args.rows
+    record["complete"] = set(rows) == set(ROWS)
     write(record, out)
     if not args.quick:
         plot(record, out.with_suffix(".png"))

@@ -784,15 +784,22 @@ assert rm_check["length_bias 0.05"]["score_per_token"] > 5 * rm_check["default, 
 assert depth["sft"]["length"] > biased["length"] > plain["length"]
 assert biased["gold"] < plain["gold"]
 assert {"length-biased RM, beta 0.3", "single RM, beta 0.3"} <= set(depth.get("rows_not_run", []))
+early_peak = {name: float(curve[:10].max()) for name, curve in length_curves.items()}
+print(f"longest mean length in the first 10 iterations: plain RM {early_peak['single RM, beta 0.1']:.1f}, "
+      f"length-biased RM {early_peak['length-biased RM, beta 0.1']:.1f} (the SFT model: {depth['sft']['length']:.1f})")
+assert early_peak["length-biased RM, beta 0.1"] > max(depth["sft"]["length"], early_peak["single RM, beta 0.1"]) + 0.8
 
 # %% [markdown]
 # The reward model learned the labeller's taste: on SFT samples its score rises with length more
 # than five times as fast as the plain model's. PPO against it ends with longer answers than
 # against the plain reward model, and a lower gold, but this is not Singhal et al.'s picture of
-# answers that grow: with either reward model PPO *shortens* the SFT model's answers. Section 1's
+# answers that grow, except at the start: in their first ten iterations the length-biased runs
+# (mean of the 3 seeds) did lengthen their answers, by more than 0.8 of a token beyond both the SFT
+# model and the plain runs' longest (the first panel of the figure below), and then both kinds of
+# run shortened them. Section 1's
 # formula says why length cannot pay in gold here: the gold is a *mean* over clauses, and one clause
-# with two intensifiers already earns the top score. A preference of 0.05 gold per token only
-# slowed the shortening; it did not reverse it. How a larger $\beta$ changes this is the issue's
+# with two intensifiers already earns the top score. A preference of 0.05 gold per token only left
+# the final answers a little longer (the table); it did not reverse the shortening. How a larger $\beta$ changes this is the issue's
 # second question about length; its rows ($\beta = 0.3$, both reward models) were not run for this
 # file (listed above as not measured), so this section does not answer it.
 

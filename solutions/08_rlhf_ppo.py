@@ -676,11 +676,12 @@ for n_pairs, curve in bench["best_of_n"].items():
 #    at $\beta = 0$, where section 5's single reward model was hacked; the single model of seed 0
 #    at $\beta = 0$ on the same seeds is the comparison.
 #
-# The benchmark has rows for more (UWO with $\lambda = 1$; the value model started from the SFT
-# trunk instead of the reward model, `train_ppo(..., critic_init="sft")`, against InstructGPT's
-# start from the reward model; PPO-ptx, InstructGPT's pre-training mix, `TokenPPOConfig(ptx_coef=1.0)`;
-# the length rows at $\beta = 0.3$). The next cell prints the rows this file does not have: those
-# are not measured here, and this section says nothing about them.
+# The file has three more rows that this section does not discuss yet; their numbers are in the
+# first table: UWO with $\lambda = 1$ at $\beta = 0$; the value model started from the SFT trunk
+# instead of the reward model (`train_ppo(..., critic_init="sft")`, against InstructGPT's start from
+# the reward model); PPO-ptx, InstructGPT's pre-training mix (`TokenPPOConfig(ptx_coef=1.0)`). The
+# next cell also prints the rows the file lacks (the length rows at $\beta = 0.3$): those are not
+# measured.
 
 # %%
 depth_path = REPO_ROOT / "benchmarks" / "results" / "rlhf_depth.json"

@@ -1047,7 +1047,228 @@ for n_pairs, curve in bench["best_of_n"].items():
 # reward-model calls for every answer; PPO pays once, in training. Now move the slider. A reward model fitted on fewer pairs is a worse proxy: its
 # gold curve is lower and flattens or turns down at a smaller $n$, while its proxy keeps
 # climbing — the gap between the two curves is the over-optimisation.
+
+# %% [markdown]
+# ## 7. Depth, measured: the prompt, length, and reward-model ensembles
 #
+# Questions this chapter's toy can answer because its truth is known. Each one changes a single
+# thing in the PPO runs above (this chapter's settings, 80 iterations, the same SFT model) and
+# trains 3 seeds: too many runs for this chapter's budget, so `benchmarks/rlhf_depth.py` ran them
+# and kept the results (its command, date and machine are printed below). Every number in this
+# section is read from that file. "Proxy" is the score the run was trained against (its own reward
+# model, or ensemble); "gold" is the hidden judgement of section 1, and "prompted" the
+# prompt-dependent gold of 7.1.
+#
+# 1. **The prompt.** The gold of section 1 ignores the prompt. `lang.PROMPTED_TASK` (our variant,
+#    for this section) keeps the same language but makes praise depend on the subject: any
+#    positive adjective suits a movie, only *great* or *good* suit food, only *nice* suits the
+#    staff; praise that does not suit the subject is faint, worth 0.25 instead of 1. A reward model
+#    is trained on labels from this gold, then PPO and GRPO (chapter 9; its groups are per prompt).
+# 2. **Length.** A labeller who likes longer answers a little: the first response is preferred
+#    with probability $\sigma\big((g_1 - g_2 + \lambda(\ell_1 - \ell_2))/\tau\big)$, $\ell$ the length in
+#    tokens, $\lambda = 0.05$ gold per token (`RewardConfig(length_bias=0.05)`). Singhal et al.
+#    (2023, *A long way to go: investigating length correlations in RLHF*) found that RLHF
+#    lengthens answers and that much of its reward gain comes from length.
+# 3. **Ensembles.** Coste et al. (2023, *Reward model ensembles help mitigate overoptimization*)
+#    train several reward models that differ only in their seed and optimise a conservative
+#    score: the worst case (WCO, the minimum over members) or the mean minus $\lambda$ times the
+#    variance over members (UWO). Here: the reward models of seeds 0, 1, 2 (`RewardEnsemble`; in
+#    our library the seed also draws the preference pairs, so the members saw different pairs),
+#    at $\beta = 0$, where section 5's single reward model was hacked; the single model of seed 0
+#    at $\beta = 0$ on the same seeds is the comparison.
+#
+# The file has three more rows that this section does not discuss yet; their numbers are in the
+# first table: UWO with $\lambda = 1$ at $\beta = 0$; the value model started from the SFT trunk
+# instead of the reward model (`train_ppo(..., critic_init="sft")`, against InstructGPT's start from
+# the reward model); PPO-ptx, InstructGPT's pre-training mix (`TokenPPOConfig(ptx_coef=1.0)`). The
+# next cell also prints the rows the file lacks (the length rows at $\beta = 0.3$): those are not
+# measured.
+
+# %%
+depth_path = REPO_ROOT / "benchmarks" / "results" / "rlhf_depth.json"
+if not depth_path.exists():
+    raise FileNotFoundError(f"{depth_path} is missing: run `.venv/bin/python benchmarks/rlhf_depth.py` to make it")
+depth = json.loads(depth_path.read_text())
+print(f"from {depth_path.name}: `{depth['command']}`, {depth['date']}, {depth['machine']['platform']}")
+assert depth["settings"]["seeds"] == [0, 1, 2]
+assert depth["settings"]["ppo"]["iterations"] == config.iterations and depth["settings"]["ppo"]["lr"] == config.lr
+D = {name: row["mean"] for name, row in depth["rows"].items()}
+runs_of = {name: row["runs"] for name, row in depth["rows"].items()}
+print("rows not run for this file (not measured):", depth.get("rows_not_run") or "none")
+print(f"\n{'row (mean of 3 seeds)':36s} {'gold':>6s} {'prompted':>9s} {'proxy':>6s} {'KL':>5s} {'length':>7s} "
+      f"{'ungramm.':>9s}")
+for name, m in {"SFT model": depth["sft"], **D}.items():
+    print(f"{name:36s} {m['gold']:+6.2f} {m['gold_prompted']:+9.2f} {m['proxy']:+6.2f} {m['kl']:5.1f} "
+          f"{m['length']:7.1f} {m['ungrammatical']:9.0%}")
+print("\nreward models, on 1000 fresh SFT pairs and 1024 SFT samples:")
+for name, r in depth["reward_models"].items():
+    print(f"  {name:16s} agreement with its gold {r['agreement']:.1%}, score per extra token "
+          f"{r['score_per_token']:+.3f} (correlation with length {r['length_correlation']:+.2f})")
+
+# %% [markdown]
+# ### 7.1 The prompt: which subjects gain, and GRPO's groups
+#
+# **Predict first:** the SFT model picks its adjectives without looking at the subject. Which
+# subject starts lowest on the prompted gold, and does training on prompted labels close the gap?
+
+# %%
+subjects = list(lang.SUBJECTS)
+per_subject_rows = {"SFT model": depth["sft"]["per_subject"],
+                    "PPO, prompt-blind RM (single RM, beta 0.1)": D["single RM, beta 0.1"]["per_subject"],
+                    "PPO, prompted RM": D["prompted gold, PPO, beta 0.1"]["per_subject"],
+                    "GRPO, prompted RM": D["prompted gold, GRPO"]["per_subject"]}
+print(f"{'prompted gold by subject (mean of seeds)':44s}" + "".join(f"{s:>8s}" for s in subjects))
+for name, per in per_subject_rows.items():
+    print(f"{name:44s}" + "".join(f"{per[s]['gold_prompted']:+8.2f}" for s in subjects))
+gain = {name: {s: per[s]["gold_prompted"] - depth["sft"]["per_subject"][s]["gold_prompted"] for s in subjects}
+        for name, per in per_subject_rows.items() if name != "SFT model"}
+for name, g in gain.items():
+    print(f"gain over SFT, {name:31s}" + "".join(f"{g[s]:+8.2f}" for s in subjects))
+for name in ("prompted gold, PPO, beta 0.1", "prompted gold, GRPO"):
+    print(f"{name}: samples {[t for _, t in runs_of[name][0]['final']['samples'][::2]]}")
+zero_std = [r["history"]["zero_std_groups"] for r in runs_of["prompted gold, GRPO"]]
+print("GRPO, share of groups whose 8 rewards are all equal (no signal), per seed: first iteration "
+      f"{[z[0] for z in zero_std]}, last {[z[-1] for z in zero_std]}, largest {[max(z) for z in zero_std]}")
+rm_check = depth["reward_models"]
+print(f"agreement with its own gold: prompted RM {rm_check['prompted gold']['agreement']:.1%}, "
+      f"prompt-blind RM {rm_check['default, seed 0']['agreement']:.1%}")
+# what the text below says, checked against the file
+for name, per in per_subject_rows.items():
+    assert min(subjects, key=lambda s: per[s]["gold_prompted"]) == "staff"  # the staff lowest, before and after
+for g in gain.values():
+    assert min(subjects, key=lambda s: g[s]) == "staff"                     # and gaining least
+blind, prompted = gain["PPO, prompt-blind RM (single RM, beta 0.1)"], gain["PPO, prompted RM"]
+assert prompted["staff"] > blind["staff"] and prompted["food"] < blind["food"]
+assert D["prompted gold, PPO, beta 0.1"]["gold_prompted"] <= D["single RM, beta 0.1"]["gold_prompted"]
+assert rm_check["prompted gold"]["agreement"] < rm_check["default, seed 0"]["agreement"]
+assert all(z[0] == 0 for z in zero_std) and all(max(z) >= 0.5 for z in zero_std)
+seed0_samples = dict(runs_of["prompted gold, PPO, beta 0.1"][0]["final"]["samples"])
+assert "nice" in seed0_samples["the food was"].split() and "good" in seed0_samples["the staff was"].split()
+
+# %% [markdown]
+# The prompt matters, and the numbers say how. The staff, whose only apt word is *nice*, starts
+# lowest and stays lowest after every method, with the smallest gain: a prompt whose good answers
+# are rare among the SFT model's samples is a hard prompt, and the average gold hides it. Training
+# on labels from the prompted gold moved the staff up a little and the food down, and the average
+# prompted gold ended no higher than that of the run trained on the prompt-blind reward model: the
+# interaction "this word, for this subject" is harder to learn from 1000 noisy pairs (the prompted
+# reward model agrees less with its own gold than the plain one does with its own), and the policy
+# optimises what the reward model learned, not what the labeller meant. Seed 0's samples show it:
+# the policy praises the food as *nice* and the staff as *good*, faint praise both.
+#
+# GRPO's groups are per prompt (chapter 9): its 8 answers to one prompt are compared with each
+# other. At the first iteration no group had 8 equal rewards; later, as the policy settled on one
+# answer per prompt, at least half of the groups did in every seed. Such a group's advantages
+# $(r - \bar r)/\mathrm{std}$ are all 0: that prompt teaches nothing in that iteration. A prompt
+# the policy answers the same way every time has stopped contributing, whether its answer is good
+# or not.
+# %% [markdown]
+# ### 7.2 Length: a labeller who likes it a little
+#
+# **Predict first:** the length-biased labels teach the reward model to pay for every extra token.
+# Does PPO then write longer answers than against the plain reward model?
+
+# %%
+plain, biased = D["single RM, beta 0.1"], D["length-biased RM, beta 0.1"]
+print(f"SFT model: length {depth['sft']['length']:.1f} tokens, gold {depth['sft']['gold']:+.2f}")
+print(f"{'beta 0.1, 3 seeds':>22s} {'length':>7s} {'gold':>6s} {'proxy':>6s} {'KL':>5s} {'ungramm.':>9s}")
+for label, m in (("plain RM", plain), ("length-biased RM", biased)):
+    print(f"{label:>22s} {m['length']:7.1f} {m['gold']:+6.2f} {m['proxy']:+6.2f} {m['kl']:5.1f} {m['ungrammatical']:9.0%}")
+print("length per seed: plain", [round(r["final"]["length"], 1) for r in runs_of["single RM, beta 0.1"]],
+      "length-biased", [round(r["final"]["length"], 1) for r in runs_of["length-biased RM, beta 0.1"]])
+print(f"score per extra token on SFT samples (a straight-line fit): length-biased RM "
+      f"{rm_check['length_bias 0.05']['score_per_token']:+.3f}, plain RM {rm_check['default, seed 0']['score_per_token']:+.3f}")
+length_curves = {name: np.mean([r["history"]["length"] for r in runs_of[name]], axis=0)
+                 for name in ("single RM, beta 0.1", "length-biased RM, beta 0.1")}
+print("not measured in this file:", depth.get("rows_not_run") or "nothing")
+# what the text below says, checked against the file
+assert rm_check["length_bias 0.05"]["score_per_token"] > 5 * rm_check["default, seed 0"]["score_per_token"] > 0
+assert depth["sft"]["length"] > biased["length"] > plain["length"]
+assert biased["gold"] < plain["gold"]
+assert {"length-biased RM, beta 0.3", "single RM, beta 0.3"} <= set(depth.get("rows_not_run", []))
+early_peak = {name: float(curve[:10].max()) for name, curve in length_curves.items()}
+print(f"longest mean length in the first 10 iterations: plain RM {early_peak['single RM, beta 0.1']:.1f}, "
+      f"length-biased RM {early_peak['length-biased RM, beta 0.1']:.1f} (the SFT model: {depth['sft']['length']:.1f})")
+assert early_peak["length-biased RM, beta 0.1"] > max(depth["sft"]["length"], early_peak["single RM, beta 0.1"]) + 0.8
+
+# %% [markdown]
+# The reward model learned the labeller's taste: on SFT samples its score rises with length more
+# than five times as fast as the plain model's. PPO against it ends with longer answers than
+# against the plain reward model, and a lower gold, but this is not Singhal et al.'s picture of
+# answers that grow, except at the start: in their first ten iterations the length-biased runs
+# (mean of the 3 seeds) did lengthen their answers, by more than 0.8 of a token beyond both the SFT
+# model and the plain runs' longest (the first panel of the figure below), and then both kinds of
+# run shortened them. Section 1's
+# formula says why length cannot pay in gold here: the gold is a *mean* over clauses, and one clause
+# with two intensifiers already earns the top score. A preference of 0.05 gold per token only left
+# the final answers a little longer (the table); it did not reverse the shortening. How a larger $\beta$ changes this is the issue's
+# second question about length; its rows ($\beta = 0.3$, both reward models) were not run for this
+# file (listed above as not measured), so this section does not answer it.
+
+# %% [markdown]
+# ### 7.3 One reward model or three, at $\beta = 0$
+#
+# **Predict first:** with no KL penalty, a single reward model was hacked in section 5. Is the
+# minimum of three reward models harder to hack? "RM seed 0" is the single reward model's score of
+# the same samples, so the two rows can be compared on one scale.
+
+# %%
+ens_names = ("single RM, beta 0", "ensemble min (WCO), beta 0")
+print(f"{'beta 0, 3 seeds':36s} {'gold':>6s} {'proxy':>6s} {'RM seed 0':>9s} {'KL':>6s} {'ungramm.':>9s} "
+      f"{'seeds below SFT gold':>21s}")
+below_sft = {}
+for name in ens_names:
+    m = D[name]
+    below_sft[name] = sum(r["final"]["gold"] < depth["sft"]["gold"] for r in runs_of[name])
+    print(f"{name:36s} {m['gold']:+6.2f} {m['proxy']:+6.2f} {m['proxy_seed0']:+9.2f} {m['kl']:6.1f} "
+          f"{m['ungrammatical']:9.0%} {below_sft[name]:>16d} of 3")
+print("gold per seed:", {name: [round(r["final"]["gold"], 2) for r in runs_of[name]] for name in ens_names})
+# what the text below says, checked against the file
+assert below_sft == {"single RM, beta 0": 1, "ensemble min (WCO), beta 0": 1}
+kept = {name: [r["final"] for r in runs_of[name] if r["final"]["gold"] >= depth["sft"]["gold"]] for name in ens_names}
+assert all(abs(f["gold"] - lang.MAX_GOLD) < 0.005 for f in kept["ensemble min (WCO), beta 0"])
+assert all(f["gold"] < lang.MAX_GOLD - 0.1 for f in kept["single RM, beta 0"])
+assert max(f["kl"] for f in kept["ensemble min (WCO), beta 0"]) < min(f["kl"] for f in kept["single RM, beta 0"])
+collapsed = [r["final"] for r in runs_of["ensemble min (WCO), beta 0"] if r["final"]["gold"] < depth["sft"]["gold"]][0]
+assert collapsed["ungrammatical"] == 1.0 and collapsed["proxy"] > 2.0
+print(f"the collapsed WCO seed: {collapsed['samples'][0][1]!r}, ungrammatical {collapsed['ungrammatical']:.0%}, "
+      f"ensemble (minimum) score {collapsed['proxy']:+.2f}")
+
+# %% [markdown]
+# The ensemble helped, and it did not save every seed. With either reward, one seed of three
+# collapsed to ungrammatical strings. But the seeds that stayed in the language went further with
+# the ensemble: both reached the top gold, 1.5 (every sample as good as the language allows), at a
+# smaller KL than either surviving seed of the single reward model, which ended below the top. The
+# collapse tells the limit: the collapsed seed's strings are ungrammatical, and the *minimum* of the
+# three reward models still scores them above 2, so every member rates them highly. Our three
+# members share the SFT trunk and the language's blind spots, and an error that all members make
+# is one no ensemble can see; Eisenstein et al. (2023, *Helping or herding? Reward model ensembles
+# mitigate but do not eliminate reward hacking*) found the same with language models: ensembles of
+# reward models that share their pre-training make correlated errors. In their PPO runs Coste et al.
+# kept a small KL penalty beside the ensemble; here the penalty was 0, and with three seeds per row
+# these are counts, not rates.
+
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+for name, curve in length_curves.items():
+    axes[0].plot(curve, label=name, ls="-" if "length" in name else ":")
+axes[0].set_xlabel("PPO iteration")
+axes[0].set_ylabel("response length (tokens)")
+axes[0].legend(fontsize="x-small")
+for name in ens_names:
+    axes[1].plot(np.mean([r["history"]["gold"] for r in runs_of[name]], axis=0), label=name)
+axes[1].set_xlabel("PPO iteration")
+axes[1].set_ylabel("gold (training samples, mean of seeds)")
+axes[1].legend(fontsize="x-small")
+for name, per in per_subject_rows.items():
+    axes[2].plot(subjects, [per[s]["gold_prompted"] for s in subjects], "o-", label=name)
+axes[2].set_ylabel("prompted gold, by subject")
+axes[2].legend(fontsize="x-small")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## What we learned
 #
 # - RLHF is PPO with a language model as the policy: a token is an action, a response an
@@ -1069,6 +1290,13 @@ for n_pairs, curve in bench["best_of_n"].items():
 # - Best-of-n and PPO both over-optimise a proxy. At equal KL best-of-n was ahead at every $n$
 #   (with its KL an upper bound, the true gap is if anything larger): as Gao et al. concluded,
 #   the KL spent is not a fair common currency for comparing methods.
+# - With a truth that depends on the prompt, averages hide hard prompts: the subject with one apt
+#   word gained least under every method, and at some point of every GRPO run half or more of
+#   its groups went silent (eight equal rewards) as the policy settled on one answer per prompt
+#   (section 7).
+# - A labeller's slight taste for length enters the reward model and PPO's answers; a worst-case
+#   ensemble of three reward models helped the runs that stayed grammatical, but not against an
+#   error that every member shared (section 7).
 #
 # ## Further reading
 #
@@ -1082,3 +1310,9 @@ for n_pairs, curve in bench["best_of_n"].items():
 #   summarization*, 2024 — EOS handling, reward normalisation, the many small choices.
 # - R. Zheng et al., *Secrets of RLHF in large language models, part I: PPO*, 2023.
 # - L. Gao, J. Schulman, J. Hilton, *Scaling laws for reward model overoptimization*, 2022.
+# - P. Singhal, T. Goyal, J. Xu, G. Durrett, *A long way to go: investigating length correlations
+#   in RLHF*, 2023 — section 7.2.
+# - T. Coste, U. Anwar, R. Kirk, D. Krueger, *Reward model ensembles help mitigate
+#   overoptimization*, 2023 — worst-case (WCO) and uncertainty-weighted (UWO) ensembles, section 7.3.
+# - J. Eisenstein et al., *Helping or herding? Reward model ensembles mitigate but do not eliminate
+#   reward hacking*, 2023 — why members that share pre-training share errors.

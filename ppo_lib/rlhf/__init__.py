@@ -1,11 +1,13 @@
 """PPO on a language model (chapters 8 to 10), one concept per module:
 
 - ``task``: a task as a value (vocabulary, prompts, supervised data, verifier or reward model);
-- ``language``: the tiny language of reviews and its hidden gold reward (``language.TASK``, the default);
+- ``language``: the tiny language of reviews and its hidden gold reward (``language.TASK``, the default;
+  ``language.PROMPTED_TASK``: a gold that depends on the prompt's subject);
 - ``addition``: 3-digit addition with a scratchpad and its verifier (chapter 10's ``addition.TASK``);
 - ``model``: the decoder-only transformer, ``generate`` (tokens, log-probs, masks);
 - ``pretrain``: next-token pre-training (the SFT model and the frozen reference);
-- ``reward_model``: preference pairs, the Bradley-Terry loss, the reward model;
+- ``reward_model``: preference pairs (optionally from a labeller who likes length), the Bradley-Terry
+  loss, the reward model, and ensembles of reward models (``RewardEnsemble``);
 - ``kl``: per-token KL estimators and the adaptive KL controller;
 - ``token_advantages``: per-token rewards, GAE over tokens, whitening over a mask;
 - ``ppo``: PPO on tokens (reuses ``ppo_lib.losses``);

@@ -19,6 +19,15 @@ The gold reward of a response is the mean over its clauses of
 .. math:: \text{polarity}(\text{adj}) \times (-1 \text{ if "not"}) \times (1 + 0.25 \times \#\text{intensifiers}),
 
 in ``[-1.5, 1.5]``; anything ungrammatical, or without ``<eos>``, scores ``-2``.
+
+**A prompt-dependent gold** (an option: :data:`PROMPTED_TASK`; the default :data:`TASK` ignores
+the prompt). Each subject has its *apt* praise, :data:`APT_ADJECTIVES`: any positive adjective
+suits a movie, only ``great`` or ``good`` suit food, only ``nice`` suits the staff. An apt
+positive adjective keeps its polarity 1; a positive adjective that is not apt for the prompt's
+subject is faint praise, worth :data:`FAINT_PRAISE` (0.25) instead. Negative adjectives and
+``ok`` are scored as before. The range stays ``[-1.5, 1.5]`` for every subject, but the share of
+apt praise among the SFT model's adjectives differs (4, 2, 1 of the 4 positive ones), so the
+subjects differ in how hard they are. This variant is ours, built for chapter 8's section 7.
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ CONTEXT = PROMPT_LEN + MAX_RESPONSE_LEN
 MAX_CLAUSES, MAX_INTENSIFIERS = 3, 2
 INVALID_SCORE = -2.0      # the gold score of anything ungrammatical or unfinished
 MAX_GOLD = 1.5
+APT_ADJECTIVES = {"movie": POSITIVE, "food": ("great", "good"), "staff": ("nice",)}
+FAINT_PRAISE = 0.25       # a positive adjective that does not suit the subject (prompted gold only)
 
 
 def encode(text: str | Sequence[str], add_bos: bool = False) -> list[int]:
@@ -167,12 +178,47 @@ def is_grammatical(response) -> bool:
     return parse_response(_words(response)) is not None
 
 
-def gold_reward(response) -> float:
-    """The hidden "human" judgement of a response (words, a string or token ids): see the module doc."""
+def polarity(adjective: str, subject: str | None = None) -> float:
+    """An adjective's polarity; with a ``subject``, the prompted gold's (faint praise for a positive
+    adjective that is not apt for the subject, see the module doc)."""
+    if adjective not in POLARITY:
+        raise ValueError(f"adjective={adjective!r}: the adjectives are {' '.join(POLARITY)}")
+    if subject is None or POLARITY[adjective] <= 0:
+        return POLARITY[adjective]
+    if subject not in APT_ADJECTIVES:
+        raise ValueError(f"subject={subject!r}: the subjects are {', '.join(SUBJECTS)} (or None: the gold that "
+                         f"ignores the prompt)")
+    return 1.0 if adjective in APT_ADJECTIVES[subject] else FAINT_PRAISE
+
+
+def gold_reward(response, subject: str | None = None) -> float:
+    """The hidden "human" judgement of a response (words, a string or token ids): see the module doc.
+    ``subject`` (``"movie"``, ``"food"``, ``"staff"``): the prompt-dependent gold of that subject."""
+    if subject is not None and subject not in APT_ADJECTIVES:
+        raise ValueError(f"subject={subject!r}: the subjects are {', '.join(SUBJECTS)} (or None: the gold that "
+                         f"ignores the prompt)")
     clauses = parse_response(_words(response))
     if clauses is None:
         return INVALID_SCORE
-    return float(np.mean([POLARITY[adj] * (-1.0 if neg else 1.0) * (1.0 + 0.25 * n) for neg, n, adj in clauses]))
+    return float(np.mean([polarity(adj, subject) * (-1.0 if neg else 1.0) * (1.0 + 0.25 * n)
+                          for neg, n, adj in clauses]))
+
+
+def prompt_subject(prompt) -> str:
+    """The subject of a prompt (its text, words, or token ids with or without ``<bos>``/padding)."""
+    words = [w for w in _words(prompt) if w not in (BOS, PAD)]
+    subjects = [w for w in words if w in SUBJECTS]
+    if len(subjects) != 1:
+        raise ValueError(f"prompt {' '.join(words)!r}: expected exactly one subject of {', '.join(SUBJECTS)}")
+    return subjects[0]
+
+
+def prompted_gold_rewards(prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+    """The prompt-dependent gold of each row: prompts ``(B, P)``, responses ``(B, L)`` -> ``(B,)``."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"prompts ({len(prompts)} rows) and responses ({len(responses)} rows): one prompt per response")
+    return torch.tensor([gold_reward(r, prompt_subject(p)) for p, r in zip(prompts.tolist(), responses.tolist())],
+                        dtype=torch.float32)
 
 
 def gold_rewards(responses: torch.Tensor) -> torch.Tensor:
@@ -225,3 +271,11 @@ TASK = Task(name="reviews", vocab=VOCAB, prompt_len=PROMPT_LEN, max_response_len
             sample_prompts=_sample_prompt_ids, heldout_prompts=_heldout_prompt_ids, sample_texts=_text_ids,
             verifier=None, gold=lambda prompts, responses: gold_rewards(responses), is_valid=is_grammatical,
             encode_prompt_text=encode_prompt, pad=PAD, bos=BOS, eos=EOS)
+
+# The same language and texts with the prompt-dependent gold (module doc): an option, for chapter 8's
+# section 7. Its SFT model is the default one (same language, same texts): the gold is not used in
+# pre-training, so ``dataclasses.replace(sft, task=PROMPTED_TASK)`` reuses it.
+PROMPTED_TASK = Task(name="reviews-prompted", vocab=VOCAB, prompt_len=PROMPT_LEN, max_response_len=MAX_RESPONSE_LEN,
+                     sample_prompts=_sample_prompt_ids, heldout_prompts=_heldout_prompt_ids, sample_texts=_text_ids,
+                     verifier=None, gold=prompted_gold_rewards, is_valid=is_grammatical,
+                     encode_prompt_text=encode_prompt, pad=PAD, bos=BOS, eos=EOS)

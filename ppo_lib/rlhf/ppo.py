@@ -42,8 +42,8 @@ from ppo_lib.runs import check_callback
 from ppo_lib.rlhf.loop import (FineTuneResult, SampledHistory, end_of_iteration, minibatch_epochs, optimizer_step,
                                record_sampled, trainable_copy, training_run)
 from ppo_lib.rlhf.pretrain import PretrainResult, lm_loss, require_pretrained
-from ppo_lib.rlhf.reward_model import (RewardModelResult, check_trainer_arguments, require_reward_or_verifier,
-                                       score)
+from ppo_lib.rlhf.reward_model import (RewardEnsemble, RewardModelResult, check_trainer_arguments,
+                                       require_reward_or_verifier, score)
 from ppo_lib.rlhf.task import Task
 from ppo_lib.rlhf.token_advantages import masked_mean, masked_whiten, per_token_rewards, token_gae
 
@@ -149,6 +149,9 @@ class Rollout:
     kl: torch.Tensor          # (B,) sequence k1
 
 
+CRITIC_INITS = ("reward_model", "sft")
+
+
 def token_values(value_model: ScalarModel, tokens: torch.Tensor, prompt_len: int) -> torch.Tensor:
     """V(s_t) for every response slot ``t``: the value head at the position just before token ``t``."""
     return value_model(tokens)[:, prompt_len - 1:-1]
@@ -246,13 +249,15 @@ def ppo_iteration(policy: GPT, ref: GPT, reward_model: ScalarModel | None, value
 def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: TokenPPOConfig | None = None,
               progress: bool = True, callback: Callable[[TokenPPOHistory], bool | None] | None = None,
               n_samples_logged: int = 4, rewards_fn: Callable = per_token_rewards,
-              whiten_fn: Callable = masked_whiten) -> TokenPPOResult:
+              whiten_fn: Callable = masked_whiten, critic_init: str = "reward_model") -> TokenPPOResult:
     """Fine-tune a copy of the SFT model with PPO against ``reward``'s model.
 
     Ctrl+C (or a callback returning True) stops early and returns what was done;
     any other error re-raises with the partial result attached as ``error.partial_result``.
     ``rewards_fn`` and ``whiten_fn`` let a chapter plug in the learner's own per-token rewards
-    and masked whitening (same signatures as the library's).
+    and masked whitening (same signatures as the library's). ``critic_init``: the value model
+    starts as a copy of the reward model (``"reward_model"``, InstructGPT's choice; an ensemble's
+    first member) or as the SFT trunk with a zero head (``"sft"``, the verifier case's start).
     """
     config = check_config(config, TokenPPOConfig, "train_ppo")
     require_pretrained(sft)
@@ -263,14 +268,22 @@ def train_ppo(sft: PretrainResult, reward: RewardModelResult | None, config: Tok
         if not callable(fn):
             raise TypeError(f"{name}={fn!r}: must be a function with the signature of the library's "
                             f"{'per_token_rewards' if name == 'rewards_fn' else 'masked_whiten'}")
+    if critic_init not in CRITIC_INITS:
+        raise ValueError(f"critic_init={critic_init!r}: allowed: {', '.join(map(repr, CRITIC_INITS))}")
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)
     policy = trainable_copy(sft.model)
     ref = frozen_copy(sft.model)
     reward_model = None if reward is None else frozen_copy(reward.model)
-    # the critic starts from the reward model (or, with a verifier, from the SFT trunk and a zero head)
-    value_model = trainable_copy(reward.model if reward is not None else ScalarModel.from_lm(sft.model))
-    opt = torch.optim.Adam(list(policy.parameters()) + list(value_model.parameters()), lr=config.lr, eps=1e-5)
+    # the critic starts from the reward model (or, with a verifier or critic_init="sft", from the SFT trunk
+    # and a zero head)
+    if reward is None or critic_init == "sft":
+        critic = ScalarModel.from_lm(sft.model)
+    else:
+        critic = reward.critic_start if isinstance(reward, RewardEnsemble) else reward.model
+    value_model = trainable_copy(critic)
+    params = list(policy.parameters()) + list(value_model.parameters())
+    opt = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     generator = torch.Generator(dev).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     history = TokenPPOHistory()

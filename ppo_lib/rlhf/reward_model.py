@@ -12,6 +12,18 @@ Afterwards its bias is shifted so that SFT samples score 0 on average (the choic
 Huang et al. 2024, the N+ implementation details paper; InstructGPT instead shifted it so
 that the labellers' demonstrations score 0): the score then says "better or worse than the
 SFT model".
+
+Two options for chapter 8's section 7 (the defaults leave everything as above):
+
+- **A labeller who likes length** (``RewardConfig(length_bias=lam)``): the first response is
+  preferred with probability :math:`\sigma((g_1 - g_2 + \lambda\,(\ell_1 - \ell_2)) / \tau)`,
+  :math:`\ell` the response's length in tokens (``<eos>`` included): each extra token is worth
+  :math:`\lambda` gold to this labeller (:func:`preference_probability`). Human labels do favour
+  longer answers, and RLHF then lengthens them (Singhal et al. 2023).
+- **An ensemble of reward models** (:class:`RewardEnsemble`, Coste et al. 2023): ``k`` reward
+  models (different seeds) scored together by their mean, the worst case ``min`` (their WCO),
+  or ``mean - coef * variance`` (their UWO; the variance over members is the population one, a sum divided by ``k``);
+  ``mean_minus_std`` (``mean - coef * std``) is offered for comparison (:func:`combine_scores`).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ppo_lib.config import check_config, check_range, validated, warn_ignored
@@ -42,6 +55,7 @@ class RewardConfig:
     lr: float = 2e-3
     label_temperature: float = 0.25
     seed: int = 0
+    length_bias: float = 0.0   # gold per extra response token to the labeller (0: no length preference)
 
     def __post_init__(self):
         check_range(self, "n_pairs", 2, integer=True)
@@ -50,7 +64,25 @@ class RewardConfig:
         check_range(self, "lr", 0.0, 1.0, low_open=True)
         check_range(self, "label_temperature", 0.0, low_open=True)
         check_range(self, "seed", 0, integer=True)
+        check_range(self, "length_bias", -1.0, 1.0)
         plain_numbers(self)
+
+
+def preference_probability(gold_a: torch.Tensor, gold_b: torch.Tensor, label_temperature: float = 0.25,
+                           length_a: torch.Tensor | None = None, length_b: torch.Tensor | None = None,
+                           length_bias: float = 0.0) -> torch.Tensor:
+    r"""The noisy labeller's probability of preferring ``a``:
+    :math:`\sigma((g_a - g_b + \lambda(\ell_a - \ell_b)) / \tau)` (without lengths: :math:`\lambda` term 0)."""
+    if not label_temperature > 0:
+        raise ValueError(f"label_temperature={label_temperature!r}: must be > 0")
+    if gold_a.shape != gold_b.shape:
+        raise ValueError(f"gold_a {tuple(gold_a.shape)} and gold_b {tuple(gold_b.shape)} differ in shape")
+    diff = gold_a - gold_b
+    if length_bias != 0:
+        if length_a is None or length_b is None:
+            raise ValueError(f"length_bias={length_bias}: needs length_a and length_b (response lengths in tokens)")
+        diff = diff + length_bias * (length_a.to(diff.dtype) - length_b.to(diff.dtype))
+    return torch.sigmoid(diff / label_temperature)
 
 
 @dataclasses.dataclass
@@ -93,9 +125,10 @@ def score(reward_model: ScalarModel, tokens: torch.Tensor, prompt_len: int = lan
 
 @torch.no_grad()
 def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float = 0.25,
-                 temperature: float = 1.0, task: Task = lang.TASK) -> Pairs:
+                 temperature: float = 1.0, task: Task = lang.TASK, length_bias: float = 0.0) -> Pairs:
     """``n_pairs`` pairs of SFT responses to the same prompts of ``task``, labelled by the noisy
-    gold "human" (the task's gold score, or its verifier)."""
+    gold "human" (the task's gold score, or its verifier); ``length_bias``: see
+    :func:`preference_probability`."""
     require_module("sft", sft, GPT, "the SFT language model (a GPT)")
     try:
         n_pairs = count("n_pairs", n_pairs, 2)  # a whole number: 10.5 is an error, never 10
@@ -105,6 +138,7 @@ def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float
     label_temperature = real("label_temperature", label_temperature, 0.0, low_open=True)
     if not isinstance(task, Task):
         raise TypeError(f"task=<{type(task).__name__}>: expected a Task (e.g. ppo_lib.rlhf.language.TASK)")
+    length_bias = real("length_bias", length_bias, -1.0, 1.0)
     dev = next(sft.parameters()).device
     g = torch.Generator(dev).manual_seed(10_000 + seed)
     rng = np.random.default_rng(seed)
@@ -113,7 +147,10 @@ def sample_pairs(sft: GPT, n_pairs: int, seed: int = 0, label_temperature: float
     b = generate(sft, prompts, temperature=temperature, generator=g, task=task)
     ga = task.gold_scores(a.prompts.cpu(), a.responses.cpu())
     gb = task.gold_scores(b.prompts.cpu(), b.responses.cpu())
-    p_a = torch.sigmoid((ga - gb) / label_temperature)
+    if length_bias == 0:
+        p_a = torch.sigmoid((ga - gb) / label_temperature)  # as before the option existed: the same floats
+    else:
+        p_a = preference_probability(ga, gb, label_temperature, a.lengths.cpu(), b.lengths.cpu(), length_bias)
     a_wins = torch.from_numpy(rng.random(n_pairs) < p_a.numpy())
     chosen = torch.where(a_wins[:, None].to(dev), a.tokens, b.tokens)
     rejected = torch.where(a_wins[:, None].to(dev), b.tokens, a.tokens)
@@ -145,9 +182,12 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     # edited) by hand must not get the reward model cached for the one it was before
     settings = {"sft": dataclasses.asdict(sft.config), "reward": dataclasses.asdict(config),
                 "sft_weights": cache.weights_digest(lm)}
+    if config.length_bias == 0:  # the default's key stays as it was before the option existed
+        del settings["reward"]["length_bias"]
     if task is not lang.TASK:  # the review language's keys stay as they were
         settings["task"] = task.cache_settings()
-    pairs = sample_pairs(lm, config.n_pairs, config.seed, config.label_temperature, task=task)
+    pairs = sample_pairs(lm, config.n_pairs, config.seed, config.label_temperature, task=task,
+                         length_bias=config.length_bias)
     P, eos = task.prompt_len, task.eos_id
     model = ScalarModel.from_lm(lm)
     if use_cache and (hit := cache.load("reward", settings)) is not None:
@@ -201,10 +241,74 @@ def train_reward_model(sft: PretrainResult, config: RewardConfig | None = None, 
     return result
 
 
+ENSEMBLE_MODES = ("mean", "min", "uwo", "mean_minus_std")
+
+
+def combine_scores(scores: torch.Tensor, mode: str = "min", coef: float = 1.0) -> torch.Tensor:
+    r"""Combine ``k`` reward models' scores ``(k, ...)`` into one ``(...)``: ``"mean"``; ``"min"``
+    (Coste et al. 2023's worst-case optimisation, WCO); ``"uwo"``: mean minus ``coef`` times the
+    variance over members (their uncertainty-weighted optimisation, UWO; the population variance,
+    a sum divided by ``k``); ``"mean_minus_std"``: mean minus ``coef`` times its square root."""
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"mode={mode!r}: allowed: {', '.join(map(repr, ENSEMBLE_MODES))}")
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or not coef >= 0 or coef == float("inf"):
+        raise ValueError(f"coef={coef!r}: must be a finite number >= 0 (how much the members' disagreement costs)")
+    if scores.dim() < 1 or scores.shape[0] < 2:
+        raise ValueError(f"scores {tuple(scores.shape)}: the first axis holds the members, at least 2")
+    if mode == "min":
+        return scores.min(0).values
+    mean = scores.mean(0)
+    if mode == "mean":
+        return mean
+    var = scores.var(0, unbiased=False)
+    return mean - coef * (var if mode == "uwo" else var.sqrt())
+
+
+class EnsembleScalarModel(nn.Module):
+    """Several reward models as one: per position, their scores combined by :func:`combine_scores`
+    (combining per position and then reading at ``<eos>`` is the same as reading each at ``<eos>``
+    and combining, since the combination is taken position by position)."""
+
+    def __init__(self, members, mode: str = "min", coef: float = 1.0):
+        super().__init__()
+        combine_scores(torch.zeros(2, 1), mode, coef)  # the mode and coef checks, before anything is built
+        self.members = nn.ModuleList(members)
+        self.mode, self.coef = mode, coef
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return combine_scores(torch.stack([m(tokens) for m in self.members]), self.mode, self.coef)
+
+
+@dataclasses.dataclass
+class RewardEnsemble:
+    """``k >= 2`` trained reward models scored as one (Coste et al. 2023); ``train_ppo`` takes it where it
+    takes a :class:`RewardModelResult`. PPO's critic starts from the first member (a value model is
+    one network)."""
+
+    members: list
+    mode: str = "min"
+    coef: float = 1.0
+
+    def __post_init__(self):
+        members = list(self.members) if isinstance(self.members, (list, tuple)) else self.members
+        if not isinstance(members, list) or len(members) < 2:
+            raise ValueError(f"members={self.members!r}: an ensemble needs a list of at least 2 RewardModelResults")
+        for i, m in enumerate(members):
+            if not isinstance(m, RewardModelResult):
+                raise TypeError(f"members[{i}]: expected a RewardModelResult from train_reward_model(), "
+                                f"got {type(m).__name__}")
+        self.members = members
+        self.model = EnsembleScalarModel([m.model for m in members], self.mode, self.coef)
+
+    @property
+    def critic_start(self) -> ScalarModel:
+        return self.members[0].model
+
+
 def require_reward_model(reward, name: str = "reward") -> None:
     """``reward`` must be what :func:`train_reward_model` returned: a clear ``TypeError`` naming what
     was passed (a bare model, another result, the arguments swapped) and what to pass."""
-    if isinstance(reward, RewardModelResult):
+    if isinstance(reward, (RewardModelResult, RewardEnsemble)):
         return
     kind = type(reward).__name__
     if isinstance(reward, torch.nn.Module):
@@ -215,8 +319,8 @@ def require_reward_model(reward, name: str = "reward") -> None:
         hint = f"; a {kind} is a fine-tuned policy, not a reward model"
     else:
         hint = ""
-    raise TypeError(f"{name}=<{kind}>: expected the RewardModelResult returned by train_reward_model() (or None "
-                    f"with a task that has a verifier), got a {kind}{hint}")
+    raise TypeError(f"{name}=<{kind}>: expected the RewardModelResult returned by train_reward_model() (or a "
+                    f"RewardEnsemble of them, or None with a task that has a verifier), got a {kind}{hint}")
 
 
 def require_reward_or_verifier(reward, task: Task) -> None:

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/rlhf_methods.py             # 2 worker processes, resumable
     .venv/bin/python benchmarks/rlhf_methods.py --seeds 1   # a quick look
     .venv/bin/python benchmarks/rlhf_methods.py --fresh     # ignore the finished jobs kept
+    .venv/bin/python benchmarks/rlhf_methods.py --only timing  # the interleaved timing alone
 
 Every method starts from the same SFT model and uses the same 1000 preference pairs
 (DPO directly, the others through the reward model trained on them), and every
@@ -153,14 +154,75 @@ def timing_summary(results: dict) -> dict:
     return out
 
 
+TIMING_ITERATIONS = {"PPO": 10, "GRPO": 10, "RLOO": 10}  # short runs: the cost per update and per token
+TIMING_DPO_STEPS = 30
+
+
+def timing_interleaved(repeats: int = 3) -> dict:
+    """Short runs of PPO, GRPO, RLOO and DPO at their default settings, one after the other in this
+    process and repeated ``repeats`` times in turn (PPO, GRPO, RLOO, DPO, PPO, ...), so that the
+    methods see the same load: seconds per update, per generated token, and the rollout share."""
+    sft, rm = models()
+    rows: dict = {m: [] for m in ("PPO", "GRPO", "RLOO", "DPO")}
+    for rep in range(repeats):
+        for method in rows:
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            if method == "DPO":
+                result = train_dpo(sft, rm.pairs, DPOConfig(steps=TIMING_DPO_STEPS), progress=False)
+                h = result.history
+                row = {"updates": len(h.loss), "rollout_seconds": 0.0, "update_seconds": sum(h.seconds)}
+            else:
+                if method == "PPO":
+                    config = TokenPPOConfig(iterations=TIMING_ITERATIONS[method])
+                    result = train_ppo(sft, rm, config, progress=False)
+                elif method == "GRPO":
+                    config = GRPOConfig(iterations=TIMING_ITERATIONS[method])
+                    result = train_grpo(sft, rm, config, progress=False)
+                else:
+                    config = RLOOConfig(iterations=TIMING_ITERATIONS[method])
+                    result = train_rloo(sft, rm, config, progress=False)
+                h = result.history
+                row = {"updates": len(h.gold) * config.epochs * config.num_minibatches,
+                       "rollout_seconds": sum(h.rollout_seconds), "update_seconds": sum(h.update_seconds),
+                       "tokens_generated": result.tokens_generated}
+            row.update(seconds=time.perf_counter() - t0, repeat=rep, load=[round(load, 2), round(os.getloadavg()[0], 2)])
+            rows[method].append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+            print(f"[timing {rep}] {method}: {row['seconds']:.1f} s, {row['updates']} updates, load {row['load']}",
+                  flush=True)
+    out = {}
+    for method, runs in rows.items():
+        summary = {"runs": runs, "update_ms_per_update": float(np.median(
+            [1000 * r["update_seconds"] / r["updates"] for r in runs]))}
+        if method != "DPO":
+            summary["rollout_ms_per_token"] = float(np.median(
+                [1000 * r["rollout_seconds"] / r["tokens_generated"] for r in runs]))
+            summary["rollout_share"] = float(np.median(
+                [r["rollout_seconds"] / (r["rollout_seconds"] + r["update_seconds"]) for r in runs]))
+            summary["ms_per_token"] = float(np.median([1000 * r["seconds"] / r["tokens_generated"] for r in runs]))
+        out[method] = summary
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="*", default=list(KNOBS), choices=list(KNOBS))
+    parser.add_argument("--only", choices=["sweep", "timing"], default=None,
+                        help="sweep: the knob sweep alone; timing: the interleaved timing alone (both are kept "
+                             "in the results file); default: both")
     add_arguments(parser)  # --jobs, --ray, --fresh
     parser.set_defaults(jobs=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.only == "timing":
+        record = json.loads(OUT.read_text()) if OUT.exists() else {}
+        if record.get("settings") not in (None, settings()):
+            raise SystemExit(f"{OUT} holds another settings' sweep: run the sweep first")
+        record.setdefault("provenance", {})["timing_interleaved"] = header(threads=1)
+        record["timing_interleaved"] = timing_interleaved()
+        write(record, OUT)
+        return
     seeds = list(range(args.seeds))
     record = {**header(threads=1, workers=args.jobs)}
     record["settings"] = settings()
@@ -184,6 +246,14 @@ def main() -> None:
               f"ungrammatical {f['ungrammatical']:.0%} ({run['seconds']:.1f} s, load {run['load']})", flush=True)
     record["results"] = results
     record["timing"] = timing_summary(results)
+    if args.only is None:
+        record["provenance"] = {"timing_interleaved": header(threads=1)}
+        record["timing_interleaved"] = timing_interleaved()
+    elif OUT.exists():  # keep the interleaved timing of an earlier run
+        before = json.loads(OUT.read_text())
+        if "timing_interleaved" in before and before.get("settings") == record["settings"]:
+            record["timing_interleaved"] = before["timing_interleaved"]
+            record["provenance"] = {"timing_interleaved": before.get("provenance", {}).get("timing_interleaved")}
     write(record, OUT)
     plot(record, RESULTS / "rlhf_methods.png")
 

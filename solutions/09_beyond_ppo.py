@@ -18,11 +18,12 @@
 # (Rafailov et al. 2023) removes the reward model *and* the sampling: it trains on the
 # preference pairs directly. **GRPO** (Shao et al. 2024) keeps the sampling and the reward
 # model but removes the critic: the baseline of an answer is the other answers to the same
-# prompt. **RLOO** (Ahmadian et al. 2024) is the same idea with a leave-one-out baseline.
+# prompt. **RLOO** (Ahmadian et al. 2024) goes back to REINFORCE: a whole response is one
+# action, its baseline the mean reward of the other answers to the same prompt.
 #
 # Which is better? The question is usually argued; here we measure. Same language, same SFT
 # model, same 1000 preference pairs, one evaluator (gold reward and KL to the SFT model, on
-# fresh samples, three seeds), each method swept over its own knob.
+# fresh samples, three seeds), every method swept over the same grid of its knob.
 #
 # **Your time:** about 90 minutes to read, run, do the exercises and play with the widgets.
 #
@@ -477,27 +478,34 @@ for m in results:
 #
 # PPO runs 80 iterations of 4 epochs of 2 minibatches, 640 updates, each through a policy and a
 # critic; GRPO and RLOO run 60 iterations of 2 x 2, 240 updates of the policy alone; DPO 150
-# steps on pairs. The total seconds of a run mix the number of updates, the cost of one
-# update and the cost of sampling, so the benchmark logs them apart: the seconds in rollouts
+# steps on pairs. A run's total seconds mix the number of updates, the cost of one update and
+# the cost of sampling, so the benchmark measures them apart: the seconds in rollouts
 # (generation, the log-probabilities of the policy and the reference, the scores) and in
-# updates, the updates and the tokens generated. The runs shared the machine's cores with
-# other work, so every job also logged the load average (`os.getloadavg`, 1 minute) at its
-# start and end: read the figures as ratios between methods measured side by side, not as
-# this machine's speed.
+# updates, per update and per generated token. The machine's cores were shared with other
+# work while it ran, so the figures come from short runs of each method (10 iterations; DPO
+# 30 steps) taken in turn, PPO, GRPO, RLOO, DPO, three times over, so that all of them met
+# the same load; each run logged the load average (`os.getloadavg`, 1 minute) at its start
+# and end. Read them as ratios between methods, not as this machine's speed.
 
 # %%
-timing = methods["timing"]
-print(f"{'method':10s} {'s/run':>7s} {'updates':>8s} {'ms/update':>10s} {'rollout share':>14s} "
-      f"{'tokens/run':>11s} {'ms/token (rollout)':>19s} {'load':>10s}")
+timing = methods["timing_interleaved"]
+print(f"{'method':8s} {'ms/update':>10s} {'rollout ms/token':>17s} {'rollout share':>14s} {'ms/token, all':>14s} "
+      f"{'load (1 min)':>13s}")
 for m, t in timing.items():
-    cells = [f"{t['seconds_per_run']:7.1f}",
-             f"{t['updates_per_run']:8.0f}" if "updates_per_run" in t else f"{'-':>8s}",
-             f"{1000 * t['update_seconds_per_update']:10.1f}" if "update_seconds_per_update" in t else f"{'-':>10s}",
-             f"{t['rollout_share']:14.0%}" if "rollout_share" in t else f"{'-':>14s}",
-             f"{t['tokens_per_run']:11.0f}" if "tokens_per_run" in t else f"{'-':>11s}",
-             f"{1000 * t['rollout_seconds_per_token']:19.2f}" if "rollout_seconds_per_token" in t else f"{'-':>19s}"]
-    print(f"{m:10s} " + " ".join(cells) + f" {t['load_min']:4.1f}-{t['load_max']:<4.1f}")
-print("medians over every run of a method (all knobs, all seeds)")
+    loads = [x for r in t["runs"] for x in r["load"]]
+    dash = f"{'-':>14s}"
+    print(f"{m:8s} {t['update_ms_per_update']:10.1f} "
+          + (f"{t['rollout_ms_per_token']:17.2f} {t['rollout_share']:14.0%} {t['ms_per_token']:14.2f}"
+             if "rollout_share" in t else f"{'-':>17s} {dash} {dash}")
+          + f" {min(loads):6.1f}-{max(loads):<6.1f}")
+sweep_seconds = {m: t["seconds_per_run"] for m, t in methods["timing"].items()}
+print("median seconds of a full run in the sweep (under the load of its own hour):",
+      ", ".join(f"{m} {v:.0f} s" for m, v in sweep_seconds.items()))
+settings = methods["settings"]
+updates = {"PPO": settings["ppo"]["iterations"] * settings["ppo"]["epochs"] * settings["ppo"]["num_minibatches"],
+           "GRPO": settings["grpo"]["iterations"] * settings["grpo"]["epochs"] * settings["grpo"]["num_minibatches"],
+           "RLOO": settings["rloo"]["iterations"] * settings["rloo"]["epochs"] * settings["rloo"]["num_minibatches"]}
+print("updates per full run:", updates)
 
 # %% [markdown]
 # ### Groups with equal scores
@@ -577,8 +585,11 @@ display(method_explorer)
 #   sampling, two models (one, with precomputed reference log-probabilities).
 # - DPO widens the gap between chosen and rejected, not the chosen probability itself; and,
 #   never seeing its own samples, it cannot notice what it breaks elsewhere.
-# - GRPO replaces the critic by the other answers to the same prompt; RLOO does the same with a
-#   leave-one-out mean. A group with equal rewards teaches nothing.
+# - GRPO replaces the critic by the other answers to the same prompt, standardised per group;
+#   RLOO (as Ahmadian et al. and TRL define it) is REINFORCE on whole responses with a
+#   leave-one-out baseline and the KL as $k_1$ summed in the reward. A baseline that includes
+#   the sample only rescales the gradient by $(G-1)/G$. A group with equal rewards teaches
+#   GRPO nothing.
 # - $k_1$ in the reward follows the gradient of KL(pi || ref); $k_3$ in the loss follows that
 #   of KL(ref || pi): close near the reference, different far from it.
 # - Measured on one task with one evaluator, the methods differ in the gold reward they reach,

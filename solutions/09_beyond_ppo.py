@@ -532,6 +532,76 @@ for m, key in (("GRPO", "zero_std_groups"), ("RLOO", "equal_score_groups")):
         print(f"{m:6s} {float(k):5g} {share[0]:18.0%} {share[1]:6.0%} {share[2]:10.0%} {rewards_late:19.0%}")
 
 # %% [markdown]
+# How to read the three tables, with the numbers above in front of you:
+#
+# - **The online methods tie on the best gold, not on the KL it costs.** PPO, GRPO and RLOO
+#   reach best mean golds within a few hundredths of each other, less than the spread over
+#   seeds at those points. PPO gets there at the largest $\beta$ and the smallest KL.
+# - **At equal KL, GRPO's frontier bends.** At $\beta = 0.3$ the three land at about the same
+#   KL, and there PPO and RLOO keep most of their gold while GRPO loses far more: $k_3$ in the
+#   loss at that weight holds the policy back without buying more gold per nat.
+# - **Not on equal terms.** PPO runs 80 iterations (5120 responses) and 640 updates with a
+#   critic; GRPO and RLOO run 60 iterations (3840 responses) and 240 updates. Part of PPO's
+#   better frontier may be its larger budget; this benchmark does not separate the two.
+# - **Best-of-n is a strong, training-free baseline**: at its largest $n$ it sits within a
+#   few hundredths of PPO and RLOO at the same KL, paying with $n$ samples and $n$
+#   reward-model calls per answer at inference. **DPO** stays close to the SFT model (the
+#   smallest KL of all) and has the lowest ceiling here; at equal KL best-of-n beats it too.
+# - **Stability, and which method to watch.** The one run that ended mostly ungrammatical is
+#   PPO's, at $\beta = 0$ (chapter 8's hack): without a KL term its 640 updates carried one of
+#   three seeds into a hole of the reward model; no run of any method with a KL term
+#   collapsed. One collapse in three seeds against none does not rank the methods, but it
+#   says where to look first: PPO without its KL. GRPO's weakness is another one: with a
+#   small $\beta$ its groups converge to equal scores (next point).
+# - **Groups with equal scores.** With no KL at all ($\beta = 0$, the one point where the two
+#   losses meet without a KL term), GRPO's last third of training had far more groups with
+#   equal scores than RLOO's, and GRPO's share falls as its $\beta$ grows. This fits the
+#   division by the group's standard deviation: a group whose scores differ only a little
+#   still gets advantages of size about 1 from GRPO, so the policy keeps sharpening on it
+#   until the group is identical and its advantages are exactly 0, while RLOO's advantages
+#   shrink with the differences themselves. Each such group is a prompt that no longer
+#   teaches anything.
+# - **Where the seconds go.** One PPO update costs about twice a GRPO update (it trains the
+#   critic too), and PPO makes 640 of them against 240: updates take most of PPO's seconds,
+#   while rollouts take most of GRPO's and RLOO's. "The seconds go mostly into sampling" holds
+#   for the critic-free methods only. Mind the noise: GRPO and RLOO sample with the same code,
+#   yet their rollout milliseconds per token differ by tens of percent under this load (their
+#   responses differ in length too); only differences larger than that mean anything here.
+#
+# These readings are checked against the file here, so the text cannot drift from the data:
+
+# %%
+rt = rows_table
+online = ("PPO", "GRPO", "RLOO")
+best_golds = [rt[m]["gold"] for m in online]
+assert max(best_golds) - min(best_golds) < min(rt[m]["gold_sd"] for m in online), "the online methods tie on gold"
+assert rt["PPO"]["kl"] == min(rt[m]["kl"] for m in online) and rt["PPO"]["knob"] == max(map(float, results["PPO"]["points"]))
+at_03 = {m: dict(frontier[m])[0.3] for m in online}
+assert max(p["kl"] for p in at_03.values()) - min(p["kl"] for p in at_03.values()) < 0.5  # "about the same KL"
+assert at_03["GRPO"]["gold"] + 0.3 < min(at_03["PPO"]["gold"], at_03["RLOO"]["gold"])
+assert updates == {"PPO": 640, "GRPO": 240, "RLOO": 240}
+assert settings["ppo"]["iterations"] * settings["ppo"]["batch_size"] == 5120
+assert settings["grpo"]["iterations"] * 64 == settings["rloo"]["iterations"] * 64 == 3840
+assert settings["grpo"]["group_size"] * settings["grpo"]["prompts_per_iteration"] == 64
+bon_top = frontier["best-of-n"][-1][1]
+near = [min(frontier[m], key=lambda t: abs(t[1]["kl"] - bon_top["kl"]))[1] for m in ("PPO", "RLOO")]
+assert all(abs(p["gold"] - bon_top["gold"]) < 0.1 and abs(p["kl"] - bon_top["kl"]) < 0.5 for p in near)
+assert rt["DPO"]["kl"] < min(rt[m]["kl"] for m in ("PPO", "GRPO", "RLOO", "best-of-n"))
+assert rt["DPO"]["gold"] == min(r["gold"] for r in rt.values())
+bon_by_kl = [p for _, p in frontier["best-of-n"] if p["kl"] <= rt["DPO"]["kl"]]
+assert max(p["gold"] for p in bon_by_kl) > rt["DPO"]["gold"], "at equal (or lower) KL best-of-n beats DPO"
+collapsed_runs = [(m, float(k)) for m in results for k, runs in results[m]["points"].items() for r in runs
+                  if r["final"]["ungrammatical"] > 0.5]
+assert collapsed_runs == [("PPO", 0.0)], collapsed_runs
+late_grpo = [equal_table[("GRPO", b)]["thirds"][2] for b in (0.0, 0.04, 0.1, 0.3)]
+assert equal_table[("GRPO", 0.0)]["thirds"][2] > 2 * equal_table[("RLOO", 0.0)]["thirds"][2]
+assert all(a >= b for a, b in zip(late_grpo, late_grpo[1:])), late_grpo
+t = timing
+assert t["PPO"]["update_ms_per_update"] > 1.5 * max(t["GRPO"]["update_ms_per_update"], t["RLOO"]["update_ms_per_update"])
+assert t["PPO"]["rollout_share"] < 0.5 < min(t["GRPO"]["rollout_share"], t["RLOO"]["rollout_share"])
+print("the statements above hold for the file's numbers")
+
+# %% [markdown]
 # ### A widget: one method, one knob
 #
 # Pick a method and the position of its knob; the point is circled on the frontier and its

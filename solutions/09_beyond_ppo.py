@@ -18,11 +18,12 @@
 # (Rafailov et al. 2023) removes the reward model *and* the sampling: it trains on the
 # preference pairs directly. **GRPO** (Shao et al. 2024) keeps the sampling and the reward
 # model but removes the critic: the baseline of an answer is the other answers to the same
-# prompt. **RLOO** (Ahmadian et al. 2024) is the same idea with a leave-one-out baseline.
+# prompt. **RLOO** (Ahmadian et al. 2024) goes back to REINFORCE: a whole response is one
+# action, its baseline the mean reward of the other answers to the same prompt.
 #
 # Which is better? The question is usually argued; here we measure. Same language, same SFT
 # model, same 1000 preference pairs, one evaluator (gold reward and KL to the SFT model, on
-# fresh samples, three seeds), each method swept over its own knob.
+# fresh samples, three seeds), every method swept over the same grid of its knob.
 #
 # **Your time:** about 90 minutes to read, run, do the exercises and play with the widgets.
 #
@@ -33,9 +34,9 @@
 # - Compute GRPO's group-relative advantages and RLOO's leave-one-out baseline, and explain how they replace the critic.
 # - Compare the KL as k1 in the reward with k3 in the loss, including the gradients they give.
 # - Compare PPO, DPO, GRPO, RLOO and best-of-n by their reward-versus-KL frontiers, wall time and memory, measured on one task.
-# - Map the course's settings to their names in Stable-Baselines3, CleanRL, TRL, OpenRLHF and RLlib.
 
 # %%
+import dataclasses
 import json
 
 import ipywidgets as widgets
@@ -52,6 +53,7 @@ from ppo_lib.rlhf.grpo import GRPOConfig, train_grpo
 from ppo_lib.rlhf.model import resolve_device
 from ppo_lib.rlhf.pretrain import pretrain
 from ppo_lib.rlhf.reward_model import train_reward_model
+from ppo_lib.rlhf.rloo import RLOOConfig, train_rloo
 from ppo_lib.teaching.widgets import LiveFigure
 
 torch.set_num_threads(1)
@@ -185,9 +187,13 @@ for name, ev in (("SFT", sft_eval), ("DPO, lr 1e-4", dpo_eval), ("DPO, lr 3e-4",
 print("samples at lr 3e-4:", "; ".join(s[1] for s in fast_eval["samples"][:4]))
 
 # %% [markdown]
-# PPO measures the grammar of its own samples every iteration (through the reward model
-# and the KL); DPO only ever sees the fixed pairs. On-policy methods correct what they break;
-# off-policy methods can only be stopped early.
+# PPO, GRPO and RLOO score their own samples every iteration; DPO only ever sees the fixed
+# pairs, so nothing in its loss reacts to what its updates do to other strings: only its
+# $\beta$, its learning rate and its number of steps hold it back. Sampling is not a cure,
+# though. An on-policy method sees what it breaks only through the reward model, and chapter
+# 8's PPO at $\beta = 0$ broke the grammar *because* the reward model scored the broken
+# strings well. What holds an on-policy method back is its KL term; section 3 counts, on
+# one grid of $\beta$ that includes 0, how many runs of each method collapsed.
 #
 # ## 2. GRPO: a baseline from the group, no critic
 #
@@ -231,8 +237,22 @@ group_advantages = check_group_advantages(group_advantages)
 # %% [markdown]
 # **RLOO** (REINFORCE leave-one-out; Kool et al. 2019, Ahmadian et al. 2024) keeps the group
 # but not the division: the baseline of sample $i$ is the mean of the *other* $G-1$ rewards,
-# $\hat A_i = r_i - \frac{1}{G-1}\sum_{j\ne i} r_j$. Because a sample's baseline never contains
-# the sample itself, the policy gradient stays unbiased.
+# $\hat A_i = r_i - \frac{1}{G-1}\sum_{j\ne i} r_j$. A sample's baseline never contains the
+# sample itself, so it does not depend on the sample's own action and the policy gradient
+# stays unbiased. RLOO differs from GRPO in more than the baseline, and as Ahmadian et al.
+# and TRL's `RLOOTrainer` define it (`ppo_lib.rlhf.rloo`):
+#
+# - the KL is $k_1$ **summed over the response, in the reward**, as in chapter 8's PPO:
+#   $r_i = s_i - \beta\sum_t(\log\pi_{old}(o_{i,t}) - \log\pi_{ref}(o_{i,t}))$;
+# - a whole response is **one action**: the ratio is $\rho_i = \pi_\theta(o_i)/\pi_{old}(o_i)$ with
+#   $\log\pi(o_i) = \sum_t\log\pi(o_{i,t})$, and the loss is
+#   $-\frac1B\sum_i\min(\rho_i\hat A_i, \mathrm{clip}(\rho_i, 1\pm\epsilon)\hat A_i)$ (TRL clips this
+#   sequence ratio, $\epsilon = 0.2$, for the steps that reuse a batch). At $\rho_i = 1$ its
+#   gradient is REINFORCE's, $-\frac1B\sum_i \hat A_i\nabla\log\pi_\theta(o_i)$: the tokens of a
+#   response are summed, not averaged, and nothing is divided by a standard deviation.
+#
+# `GRPOConfig(baseline="rloo")` keeps GRPO's per-token loss and swaps only the baseline: a
+# hybrid, which this chapter no longer calls RLOO.
 #
 # ### Exercise 9.3 — RLOO's advantages
 #
@@ -254,6 +274,20 @@ example = torch.tensor([[1.0, 0.0, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3]])
 print("rewards\n", example)
 print("GRPO advantages\n", group_advantages(example))
 print("RLOO advantages\n", rloo_advantages(example))
+G = example.shape[1]
+mean_baseline = example - example.mean(dim=1, keepdim=True)
+print(f"mean-baseline advantages / RLOO advantages = {((mean_baseline[0] / rloo_advantages(example)[0])).tolist()}"
+      f" = (G-1)/G = {(G - 1) / G}")
+assert torch.allclose(mean_baseline, (G - 1) / G * rloo_advantages(example), atol=1e-7)
+
+# %% [markdown]
+# A baseline that *includes* the sample, the plain group mean (Dr. GRPO's), gives exactly
+# $\frac{G-1}{G}$ times the leave-one-out advantage, group by group, as the cell above checks:
+# $r_i - \bar r = \frac{G-1}{G}\big(r_i - \frac{1}{G-1}\sum_{j\ne i}r_j\big)$. The loss is linear in
+# the advantages, so the gradient is the leave-one-out one scaled by $\frac{G-1}{G}$: the same
+# direction, a step shrunk by a constant (7/8 for $G = 8$) that the learning rate absorbs. It
+# changes the step's length, not its direction. The division by the group's standard deviation
+# is the different thing: it gives each prompt its own scale (next sections).
 
 # %% [markdown]
 # ### Exercise 9.4 — k3, and k1 in the reward vs k3 in the loss
@@ -321,23 +355,28 @@ for shift in (0.1, 0.5, 1.0, 2.0):
 #
 # ### Training GRPO and RLOO
 #
-# Eight prompts, eight samples each (64 responses per iteration, like chapter 8's PPO),
-# $\beta = 0.04$ (the paper's value), two epochs of two minibatches per batch. Three models in
-# memory: policy, reference, reward model.
+# Eight prompts, eight samples each (64 responses per iteration, like chapter 8's PPO), two
+# epochs of two minibatches per batch, for both. GRPO with $\beta = 0.04$ on $k_3$ in the loss
+# (the paper's value); RLOO with $\beta = 0.05$ on $k_1$ summed in the reward (TRL's default).
+# The two $\beta$ are not the same knob: one weighs a per-token mean in the loss, the other a
+# per-response sum in the reward, so equal numbers mean nothing. Three models in memory:
+# policy, reference, reward model.
 
 # %%
 grpo = train_grpo(sft, reward, GRPOConfig(beta=0.04))
-rloo = train_grpo(sft, reward, GRPOConfig(beta=0.04, baseline="rloo"))
+rloo = train_rloo(sft, reward, RLOOConfig())
 live = {"SFT": sft_eval, "DPO (beta 0.1)": dpo_eval}
+# groups whose reward-model scores are all equal (for GRPO at beta > 0 these are its zero-advantage groups)
+equal_scores = {"GRPO": grpo.history.zero_std_groups, "RLOO": rloo.history.equal_score_groups}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for name, run in (("GRPO", grpo), ("RLOO", rloo)):
-    live[f"{name} (beta 0.04)"] = evaluate_policy(run.policy, sft.model, reward.model)
+    live[f"{name} (beta {run.config.beta:g})"] = evaluate_policy(run.policy, sft.model, reward.model)
     axes[0].plot(run.history.gold, label=name)
     axes[1].plot(run.history.kl, label=name)
-    axes[2].plot(np.array(run.history.zero_std_groups) * 100, label=name)
+    axes[2].plot(np.array(equal_scores[name]) * 100, label=name)
 axes[0].set_title("gold reward")
 axes[1].set_title("KL to the reference (nats)")
-axes[2].set_title("groups with equal rewards (%)")
+axes[2].set_title("groups with equal scores (%)")
 for ax in axes:
     ax.set_xlabel("iteration")
     ax.legend(fontsize="small")
@@ -347,27 +386,31 @@ print(f"{'':18s} {'gold':>7s} {'proxy':>7s} {'KL':>6s} {'ungrammatical':>14s}")
 for name, ev in live.items():
     print(f"{name:18s} {ev['gold']:+7.3f} {ev['proxy']:+7.3f} {ev['kl']:6.2f} {ev['ungrammatical']:14.1%}")
 print(f"GRPO {grpo.seconds:.0f} s, RLOO {rloo.seconds:.0f} s, DPO {dpo.seconds:.0f} s")
-late = {name: np.mean(run.history.zero_std_groups[-10:]) for name, run in (("GRPO", grpo), ("RLOO", rloo))}
-print("groups with equal rewards, last 10 iterations: "
+late = {name: np.mean(frac[-10:]) for name, frac in equal_scores.items()}
+print("groups with equal scores, last 10 iterations: "
       + ", ".join(f"{name} {frac:.0%}" for name, frac in late.items()))
 assert late["GRPO"] > 0.2  # what the text below describes
 
 # %% [markdown]
 # Watch the right-hand plot. In this run GRPO's policy sharpened until many of its groups
-# answered a prompt with responses that all got the same reward (often the very same string).
+# answered a prompt with responses that all got the same score (often the very same string).
 # Such a group has no spread, so its advantages are 0 and it teaches nothing: GRPO's learning
 # signal dries up as the policy converges, one reason why its practitioners use large groups
-# (the paper: 64). RLOO's policy, trained on the same prompts without the division by the
-# spread, kept more variety here (the line printed above); one seed shows a possibility, not a
-# rule.
+# (the paper: 64). Compare RLOO's line; one seed shows a possibility, not a rule: section 3
+# shows the same share for three seeds and every $\beta$.
 #
 # ## 3. The comparison, measured
 #
-# One seed of one setting proves little. `benchmarks/rlhf_methods.py` ran every method over
-# its own knob with three seeds — PPO over $\beta$ (from chapter 8's sweep), DPO over its
-# $\beta$, GRPO and RLOO over the KL coefficient in the loss, best-of-n over $n$ — and
-# evaluated every result with the same evaluator. The frontier plots the mean gold reward
-# against the mean KL to the SFT model: up and to the left is better.
+# One seed of one setting proves little. `benchmarks/rlhf_methods.py` trains every method
+# itself, from the same SFT model and reward model, with three seeds, and evaluates every
+# result with the same evaluator. The knobs lie on one grid: $\beta \in \{0, 0.04, 0.1, 0.3\}$
+# for PPO, GRPO and RLOO, the same values for DPO except that 1.0 replaces 0 (DPO's $\beta$
+# divides its implicit reward, $\log\frac{\pi}{\pi_{ref}} = r/\beta$, so it cannot be 0), and
+# $n$ from 1 to 64 for best-of-n. The grid is shared, the knobs are not: PPO's and RLOO's
+# $\beta$ weigh $k_1$ *summed over the response, in the reward*; GRPO's weighs $k_3$
+# *averaged over the tokens, in the loss*, whose gradient follows another KL (exercise 9.4).
+# So compare the methods where they land, gold reward against the KL they spent, not at
+# equal $\beta$. On the frontier plot, up and to the left is better.
 
 # %%
 results_path = REPO_ROOT / "benchmarks" / "results" / "rlhf_methods.json"
@@ -376,6 +419,7 @@ if not results_path.exists():
 methods = json.loads(results_path.read_text())
 print(f"from {results_path.name}: `{methods['command']}`, {methods['date']}, {methods['machine']['platform']}")
 assert methods["settings"]["dpo"]["lr"] == DPOConfig().lr and methods["settings"]["grpo"]["beta"] == GRPOConfig().beta
+assert methods["settings"]["rloo"] == dataclasses.asdict(RLOOConfig())
 results = methods["results"]
 
 
@@ -402,64 +446,163 @@ plt.show()
 # %% [markdown]
 # The table puts numbers where comparisons usually put adjectives. For each method: its best
 # mean gold over its knob (and the knob), the KL it spent there, the spread over seeds there,
-# how many of its runs (all knobs, all seeds) ended mostly ungrammatical (more than half of
-# the samples: chapter 8's reward-hacking collapse), the
-# wall time of one training run at its default setting (all methods timed one after the
-# other in one process, on this CPU), the models it holds in memory while training, and
-# whether it needs a reward model and samples during training.
+# how many of its runs ended mostly ungrammatical (more than half of the samples: chapter 8's
+# reward-hacking collapse), over all knobs and at its smallest knob (0 for the online
+# methods), the models it holds in memory while training, and whether it needs a reward
+# model and samples during training.
 
 # %%
 needs = {"PPO": ("yes", "online", 4), "GRPO": ("yes", "online", 3), "RLOO": ("yes", "online", 3),
          "DPO": ("no", "offline", 2), "best-of-n": ("yes", "at inference", 2)}
-timing = methods["timing"]
 print(f"{'method':10s} {'best gold':>9s} {'at knob':>11s} {'KL':>6s} {'seed sd':>8s} {'collapsed':>10s} "
-      f"{'s/run':>6s} {'models':>7s} {'reward model':>13s} {'sampling':>13s}")
+      f"{'at lowest':>10s} {'models':>7s} {'reward model':>13s} {'sampling':>13s}")
 rows_table = {}
 for m, pts in frontier.items():
     knob, best = max(pts, key=lambda t: t[1]["gold"])
-    rows_table[m] = dict(best, seconds=timing[m]["seconds"])
     all_runs = [r for runs in results[m]["points"].values() for r in runs]
+    lowest = min(results[m]["points"], key=float)
+    low_runs = results[m]["points"][lowest]
     collapsed = sum(r["final"]["ungrammatical"] > 0.5 for r in all_runs)
-    rows_table[m]["collapsed"] = collapsed
+    collapsed_low = sum(r["final"]["ungrammatical"] > 0.5 for r in low_runs)
+    rows_table[m] = dict(best, knob=knob, collapsed=collapsed, collapsed_low=collapsed_low, runs=len(all_runs))
     rm_needed, online, n_models = needs[m]
     print(f"{m:10s} {best['gold']:+9.2f} {results[m]['knob'] + '=' + format(knob, 'g'):>11s} {best['kl']:6.2f} "
-          f"{best['gold_sd']:8.2f} {collapsed:>5d} of {len(all_runs):<3d} {timing[m]['seconds']:6.1f} {n_models:7d} "
-          f"{rm_needed:>13s} {online:>13s}")
+          f"{best['gold_sd']:8.2f} {collapsed:>5d} of {len(all_runs):<3d} {collapsed_low:>4d} of {len(low_runs):<3d} "
+          f"{n_models:7d} {rm_needed:>13s} {online:>13s}")
 print(f"\nthe SFT model: gold {methods['sft']['gold']:+.2f}")
 print("by best mean gold:", " > ".join(sorted(rows_table, key=lambda m: -rows_table[m]["gold"])))
 for m in results:
-    bad = [(k, r["seed"]) for k, runs in results[m]["points"].items() for r in runs
+    bad = [(float(k), r["seed"]) for k, runs in results[m]["points"].items() for r in runs
            if r["final"]["ungrammatical"] > 0.5]
     if bad:
         print(f"{m}: collapsed runs (knob, seed): {bad}")
 
 # %% [markdown]
-# How to read it, with the numbers above in front of you:
+# ### Where the seconds go
 #
-# - **Online methods reach the highest gold.** PPO, GRPO and RLOO sample from the policy and
-#   score what they sample; DPO learns from a fixed set of SFT answers, stays close to the SFT
-#   model (a small KL), and has a lower ceiling on this task.
-# - **Best-of-n is a strong, training-free baseline** at the same KL; it pays with $n$ samples
-#   and $n$ reward-model calls at inference instead.
-# - **Compute and memory.** DPO is the cheapest to train and needs neither a reward model nor
-#   sampling (its reference can even be replaced by precomputed log-probabilities, as
-#   `train_dpo` does). GRPO and RLOO need no critic: one model fewer than PPO, and on this task
-#   a shorter run. On a model this small the seconds go mostly into sampling.
-# - **Stability.** Look at the "collapsed" column and the list under the table: a run whose
-#   samples are mostly ungrammatical has found a hole of the reward model (chapter 8's hack). Without a
-#   critic and with a small KL coefficient, GRPO's runs are the ones to watch here. Three seeds
-#   leave wide error bars: compare the spread with the gaps between methods before concluding.
+# PPO runs 80 iterations of 4 epochs of 2 minibatches, 640 updates, each through a policy and a
+# critic; GRPO and RLOO run 60 iterations of 2 x 2, 240 updates of the policy alone; DPO 150
+# steps on pairs. A run's total seconds mix the number of updates, the cost of one update and
+# the cost of sampling, so the benchmark measures them apart: the seconds in rollouts
+# (generation, the log-probabilities of the policy and the reference, the scores) and in
+# updates, per update and per generated token. The machine's cores were shared with other
+# work while it ran, so the figures come from short runs of each method (10 iterations; DPO
+# 30 steps) taken in turn, PPO, GRPO, RLOO, DPO, three times over, so that all of them met
+# the same load; each run logged the load average (`os.getloadavg`, 1 minute) at its start
+# and end. Read them as ratios between methods, not as this machine's speed.
+
+# %%
+timing = methods["timing_interleaved"]
+print(f"{'method':8s} {'ms/update':>10s} {'rollout ms/token':>17s} {'rollout share':>14s} {'ms/token, all':>14s} "
+      f"{'load (1 min)':>13s}")
+for m, t in timing.items():
+    loads = [x for r in t["runs"] for x in r["load"]]
+    dash = f"{'-':>14s}"
+    print(f"{m:8s} {t['update_ms_per_update']:10.1f} "
+          + (f"{t['rollout_ms_per_token']:17.2f} {t['rollout_share']:14.0%} {t['ms_per_token']:14.2f}"
+             if "rollout_share" in t else f"{'-':>17s} {dash} {dash}")
+          + f" {min(loads):6.1f}-{max(loads):<6.1f}")
+sweep_seconds = {m: t["seconds_per_run"] for m, t in methods["timing"].items()}
+print("median seconds of a full run in the sweep (under the load of its own hour):",
+      ", ".join(f"{m} {v:.0f} s" for m, v in sweep_seconds.items()))
+settings = methods["settings"]
+updates = {"PPO": settings["ppo"]["iterations"] * settings["ppo"]["epochs"] * settings["ppo"]["num_minibatches"],
+           "GRPO": settings["grpo"]["iterations"] * settings["grpo"]["epochs"] * settings["grpo"]["num_minibatches"],
+           "RLOO": settings["rloo"]["iterations"] * settings["rloo"]["epochs"] * settings["rloo"]["num_minibatches"]}
+print("updates per full run:", updates)
+
+# %% [markdown]
+# ### Groups with equal scores
+#
+# A group whose $G$ scores are all equal gives GRPO advantages of exactly 0: the group
+# teaches nothing. The table below shows, for each knob, the share of such groups over the
+# three seeds in the first, middle and last third of training (GRPO's `zero_std_groups`,
+# RLOO's `equal_score_groups`), and for RLOO also the share whose *rewards* were equal, the
+# score minus its $k_1$ term, which is what its advantages are made of.
+
+# %%
+def thirds(series_per_seed):
+    x = np.array(series_per_seed, dtype=float)  # (seeds, iterations)
+    return [float(part.mean()) for part in np.array_split(x, 3, axis=1)]
+
+
+equal_table = {}
+print(f"{'method':6s} {'beta':>5s} {'equal scores: 1st':>18s} {'2nd':>6s} {'3rd third':>10s} {'equal rewards, 3rd':>19s}")
+for m, key in (("GRPO", "zero_std_groups"), ("RLOO", "equal_score_groups")):
+    for k, runs in sorted(results[m]["points"].items(), key=lambda kv: float(kv[0])):
+        share = thirds([r[key] for r in runs])
+        rewards_late = thirds([r["zero_std_groups"] for r in runs])[2]
+        equal_table[(m, float(k))] = {"thirds": share, "rewards_late": rewards_late}
+        print(f"{m:6s} {float(k):5g} {share[0]:18.0%} {share[1]:6.0%} {share[2]:10.0%} {rewards_late:19.0%}")
+
+# %% [markdown]
+# How to read the three tables, with the numbers above in front of you:
+#
+# - **The online methods tie on the best gold, not on the KL it costs.** PPO, GRPO and RLOO
+#   reach best mean golds within a few hundredths of each other, less than the spread over
+#   seeds at those points. PPO gets there at the largest $\beta$ and the smallest KL.
+# - **At equal KL, GRPO's frontier bends.** At $\beta = 0.3$ the three land at about the same
+#   KL, and there PPO and RLOO keep most of their gold while GRPO loses far more: $k_3$ in the
+#   loss at that weight holds the policy back without buying more gold per nat.
+# - **Not on equal terms.** PPO runs 80 iterations (5120 responses) and 640 updates with a
+#   critic; GRPO and RLOO run 60 iterations (3840 responses) and 240 updates. Part of PPO's
+#   better frontier may be its larger budget; this benchmark does not separate the two.
+# - **Best-of-n is a strong, training-free baseline**: at its largest $n$ it sits within a
+#   few hundredths of PPO and RLOO at the same KL, paying with $n$ samples and $n$
+#   reward-model calls per answer at inference. **DPO** stays close to the SFT model (the
+#   smallest KL of all) and has the lowest ceiling here; at equal KL best-of-n beats it too.
+# - **Stability, and which method to watch.** The one run that ended mostly ungrammatical is
+#   PPO's, at $\beta = 0$ (chapter 8's hack): without a KL term its 640 updates carried one of
+#   three seeds into a hole of the reward model; no run of any method with a KL term
+#   collapsed. One collapse in three seeds against none does not rank the methods, but it
+#   says where to look first: PPO without its KL. GRPO's weakness is another one: with a
+#   small $\beta$ its groups converge to equal scores (next point).
+# - **Groups with equal scores.** With no KL at all ($\beta = 0$, the one point where the two
+#   losses meet without a KL term), GRPO's last third of training had far more groups with
+#   equal scores than RLOO's, and GRPO's share falls as its $\beta$ grows. This fits the
+#   division by the group's standard deviation: a group whose scores differ only a little
+#   still gets advantages of size about 1 from GRPO, so the policy keeps sharpening on it
+#   until the group is identical and its advantages are exactly 0, while RLOO's advantages
+#   shrink with the differences themselves. Each such group is a prompt that no longer
+#   teaches anything.
+# - **Where the seconds go.** One PPO update costs about twice a GRPO update (it trains the
+#   critic too), and PPO makes 640 of them against 240: updates take most of PPO's seconds,
+#   while rollouts take most of GRPO's and RLOO's. "The seconds go mostly into sampling" holds
+#   for the critic-free methods only. Mind the noise: GRPO and RLOO sample with the same code,
+#   yet their rollout milliseconds per token differ by tens of percent under this load (their
+#   responses differ in length too); only differences larger than that mean anything here.
 #
 # These readings are checked against the file here, so the text cannot drift from the data:
 
 # %%
-online_best = max(rows_table[m]["gold"] for m in ("PPO", "GRPO", "RLOO"))
-assert online_best > rows_table["DPO"]["gold"], "the text says online methods beat DPO here"
-assert rows_table["DPO"]["kl"] < min(rows_table[m]["kl"] for m in ("PPO", "GRPO", "RLOO"))
-assert rows_table["DPO"]["seconds"] < min(rows_table[m]["seconds"] for m in ("PPO", "GRPO", "RLOO"))
-assert max(rows_table["GRPO"]["seconds"], rows_table["RLOO"]["seconds"]) < rows_table["PPO"]["seconds"]
-assert rows_table["best-of-n"]["gold"] > rows_table["DPO"]["gold"]
-assert rows_table["GRPO"]["collapsed"] >= max(rows_table[m]["collapsed"] for m in ("PPO", "RLOO", "DPO"))
+rt = rows_table
+online = ("PPO", "GRPO", "RLOO")
+best_golds = [rt[m]["gold"] for m in online]
+assert max(best_golds) - min(best_golds) < min(rt[m]["gold_sd"] for m in online), "the online methods tie on gold"
+assert rt["PPO"]["kl"] == min(rt[m]["kl"] for m in online) and rt["PPO"]["knob"] == max(map(float, results["PPO"]["points"]))
+at_03 = {m: dict(frontier[m])[0.3] for m in online}
+assert max(p["kl"] for p in at_03.values()) - min(p["kl"] for p in at_03.values()) < 0.5  # "about the same KL"
+assert at_03["GRPO"]["gold"] + 0.3 < min(at_03["PPO"]["gold"], at_03["RLOO"]["gold"])
+assert updates == {"PPO": 640, "GRPO": 240, "RLOO": 240}
+assert settings["ppo"]["iterations"] * settings["ppo"]["batch_size"] == 5120
+assert settings["grpo"]["iterations"] * 64 == settings["rloo"]["iterations"] * 64 == 3840
+assert settings["grpo"]["group_size"] * settings["grpo"]["prompts_per_iteration"] == 64
+bon_top = frontier["best-of-n"][-1][1]
+near = [min(frontier[m], key=lambda t: abs(t[1]["kl"] - bon_top["kl"]))[1] for m in ("PPO", "RLOO")]
+assert all(abs(p["gold"] - bon_top["gold"]) < 0.1 and abs(p["kl"] - bon_top["kl"]) < 0.5 for p in near)
+assert rt["DPO"]["kl"] < min(rt[m]["kl"] for m in ("PPO", "GRPO", "RLOO", "best-of-n"))
+assert rt["DPO"]["gold"] == min(r["gold"] for r in rt.values())
+bon_by_kl = [p for _, p in frontier["best-of-n"] if p["kl"] <= rt["DPO"]["kl"]]
+assert max(p["gold"] for p in bon_by_kl) > rt["DPO"]["gold"], "at equal (or lower) KL best-of-n beats DPO"
+collapsed_runs = [(m, float(k)) for m in results for k, runs in results[m]["points"].items() for r in runs
+                  if r["final"]["ungrammatical"] > 0.5]
+assert collapsed_runs == [("PPO", 0.0)], collapsed_runs
+late_grpo = [equal_table[("GRPO", b)]["thirds"][2] for b in (0.0, 0.04, 0.1, 0.3)]
+assert equal_table[("GRPO", 0.0)]["thirds"][2] > 2 * equal_table[("RLOO", 0.0)]["thirds"][2]
+assert all(a >= b for a, b in zip(late_grpo, late_grpo[1:])), late_grpo
+t = timing
+assert t["PPO"]["update_ms_per_update"] > 1.5 * max(t["GRPO"]["update_ms_per_update"], t["RLOO"]["update_ms_per_update"])
+assert t["PPO"]["rollout_share"] < 0.5 < min(t["GRPO"]["rollout_share"], t["RLOO"]["rollout_share"])
 print("the statements above hold for the file's numbers")
 
 # %% [markdown]
@@ -509,129 +652,6 @@ method_explorer = LiveFigure(method_controls, method_view, draw_method, describe
 display(method_explorer)
 
 # %% [markdown]
-# ## 4. Where to go next
-#
-# You now have a PPO you can read from end to end: the clipped objective, GAE, the implementation details from
-# chapter 7, and the token-level version from chapter 8. The libraries below do the same things. They name them
-# differently, pick different defaults, and add the machinery needed to run on more than one machine. This section
-# covers three things: which published systems used which method, a lookup table from our settings to theirs, and
-# what changes once a single machine is no longer enough.
-
-# %% [markdown]
-# ### Which systems trained with what
-#
-# | System | Year | Preference / RL stage | Source |
-# |---|---|---|---|
-# | InstructGPT | 2022 | PPO against a reward model with a KL penalty. The released "InstructGPT" models are **PPO-ptx** (PPO plus a pre-training log-likelihood term). | Ouyang et al., *Training language models to follow instructions with human feedback*, arXiv:2203.02155 |
-# | ChatGPT | 2022 | RLHF "using the same methods as InstructGPT": reward models trained on ranked comparisons, then fine-tuning with **PPO**, over several iterations | OpenAI, *Introducing ChatGPT* (blog) |
-# | Llama 2-Chat | 2023 | Iterative RLHF (V1…V5): **rejection-sampling fine-tuning** and **PPO**, two reward models (helpfulness, safety) | Touvron et al., *Llama 2*, arXiv:2307.09288 |
-# | Zephyr-7B-β | 2023 | dSFT, then **dDPO** (DPO on GPT-4-ranked UltraFeedback pairs). No sampling during fine-tuning. | Tunstall et al., *Zephyr: Direct Distillation of LM Alignment*, arXiv:2310.16944 |
-# | Llama 3 | 2024 | "Several rounds of SFT and **DPO**". SFT data comes partly from rejection sampling with a reward model. | Llama Team, *The Llama 3 Herd of Models*, arXiv:2407.21783 |
-# | DeepSeekMath | 2024 | **GRPO** (introduced here): a PPO variant with no critic, whose baseline comes from a group of sampled answers | Shao et al., arXiv:2402.03300 |
-# | DeepSeek-R1 / R1-Zero | 2025 | **GRPO** with rule-based (accuracy, format) rewards | DeepSeek-AI, arXiv:2501.12948 |
-# | Tülu 3 | 2024 | SFT → length-normalised **DPO** (`dpo_norm`) → **RLVR**, optimised with **PPO** (`ppo_vllm_thread_ray_gtrl.py`) | Lambert et al., arXiv:2411.15124; allenai/open-instruct `docs/tulu3.md` |
-
-# %% [markdown]
-# ### Our names, their names
-#
-# Versions checked: **Stable-Baselines3 2.8.0** (`PPO.__init__`; identical on main, 2.9.0a4) ·
-# **CleanRL** main @ `fe8d8a0` (`Args` in `cleanrl/ppo.py` / `ppo_continuous_action.py`; values are written "ppo / continuous") ·
-# **RLlib, Ray 2.60.0 wheel**, new API stack (`PPOConfig().training(...)`, `.env_runners(...)`) ·
-# **TRL 1.0.0** `trl.experimental.ppo.PPOConfig` (field-for-field identical in 1.9.0 and on main 1.10.0.dev0); fields it inherits from
-# `transformers.TrainingArguments` were checked in transformers 5.24.0 ·
-# **OpenRLHF 0.11.0** `python -m openrlhf.cli.train_ppo_ray` (dotted flags since 0.10.2; the flat names in parentheses
-# are from 0.10.1.post2; the non-Ray `openrlhf.cli.train_ppo` was removed in March 2025, PR #882).
-# A default is shown wherever the source sets one. "—" means there is no equivalent.
-#
-# **A. Classic PPO (`ppo_lib.algos.ppo.PPOConfig`)**
-#
-# | Ours (default) | SB3 `PPO(...)` | CleanRL `Args` | RLlib `PPOConfig` | TRL `PPOConfig` | OpenRLHF flag |
-# |---|---|---|---|---|---|
-# | `clip_eps` 0.2 | `clip_range=0.2` | `clip_coef=0.2` | `training(clip_param=0.3)` | `cliprange=0.2` | `--actor.eps_clip 0.2` (`--eps_clip`) |
-# | `gamma` 0.99 | `gamma=0.99` | `gamma=0.99` | `training(gamma=0.99)` | `gamma=1.0` | `--algo.advantage.gamma 1` (`--gamma`) |
-# | `gae_lambda` 0.95 | `gae_lambda=0.95` | `gae_lambda=0.95` | `training(lambda_=1.0)` | `lam=0.95` | `--algo.advantage.lambd 1` (`--lambd`) |
-# | `lr` 3e-4 | `learning_rate=3e-4` | `learning_rate=2.5e-4 / 3e-4` | `training(lr=5e-5)` | `learning_rate=3e-6` | `--actor.adam.lr 1e-6`, `--critic.adam.lr 9e-6` (`--actor_learning_rate`, `--critic_learning_rate`) |
-# | `rollout_steps` 2048 | `n_steps=2048` | `num_steps=128 / 2048` | `env_runners(rollout_fragment_length="auto")` | — | — |
-# | `num_envs` 1 | size of the VecEnv, e.g. `make_vec_env(env_id, n_envs=1)` | `num_envs=4 / 1` | `env_runners(num_env_runners=2, num_envs_per_env_runner=1)` | — | — |
-# | `epochs` 10 | `n_epochs=10` | `update_epochs=4 / 10` | `training(num_epochs=30)` | `num_ppo_epochs=4` | `--train.max_epochs 1` (`--max_epochs`) |
-# | `minibatch_size` 64 | `batch_size=64` | `num_minibatches=4 / 32` (size is computed) | `training(minibatch_size=128)` | `num_mini_batches=1` (size is computed) | `--train.batch_size 128` (`--train_batch_size`) |
-# | `value_coef` 1.0 on ½·MSE | `vf_coef=0.5` on MSE | `vf_coef=0.5` on ½·MSE | `training(vf_loss_coeff=1.0)` on MSE | `vf_coef=0.1` on ½·MSE | — (the critic has its own optimiser) |
-# | `entropy_coef` 0.0 | `ent_coef=0.0` | `ent_coef=0.01 / 0.0` | `training(entropy_coeff=0.0)` | — | `--actor.entropy_coef` None (`--entropy_loss_coef`) |
-# | `max_grad_norm` 0.5 | `max_grad_norm=0.5` | `max_grad_norm=0.5` | `training(grad_clip=None, grad_clip_by="global_norm")` | `max_grad_norm=1.0` (TrainingArguments) | `--actor.max_norm 1.0` (`--max_norm`) |
-# | `target_kl` None | `target_kl=None` (stops once approx-KL > 1.5×, checked every minibatch) | `target_kl=None` (checked after each epoch) | — | — | — |
-# | `clip_value` False | `clip_range_vf=None` (its own range around the old values; loss on the clipped prediction only, no max) | `clip_vloss=True` (uses `clip_coef`, like ours) | `training(vf_clip_param=10.0)` (clips the squared error, not the value) | `cliprange_value=0.2` (always on) | `--critic.value_clip 0.5` (`--value_clip`) |
-# | `normalize_advantages` True | `normalize_advantage=True` (per minibatch) | `norm_adv=True` (per minibatch) | — (always on, whole batch, in the GAE connector) | — (always whitened) | — (always on for `gae`; `--algo.advantage.no_std_norm` keeps the centring only) |
-# | `anneal_lr` False | pass a schedule: `learning_rate=LinearSchedule(3e-4, 0.0, 1.0)` (`get_linear_fn` is deprecated) | `anneal_lr=True` | `training(lr=[[0, 3e-4], [T, 0.0]])` | `lr_scheduler_type="linear"` (TrainingArguments) | `--actor.lr_scheduler cosine_with_min_lr` (`--lr_scheduler`) |
-# | `adam_eps` 1e-5 | `policy_kwargs=dict(optimizer_kwargs=dict(eps=...))`, default 1e-5 for Adam | hard-coded `eps=1e-5` | — (override `Learner.configure_optimizers_for_module`) | `adam_epsilon=1e-8` (TrainingArguments) | `--actor.adam.eps 1e-8` (no flag in 0.10.1.post2) |
-# | `beta` 1.0 (penalty) | — | — | `training(kl_coeff=0.2)` with `use_kl_loss=True` | — | — |
-# | `kl_target` 0.01 | — | — | `training(kl_target=0.01)` | — | — |
-# | `adaptive_beta` True | — | — | — (always adaptive: ×1.5 when KL > 2·target, ×0.5 when KL < target/2) | — | — |
-#
-# RLlib's default is clipping *and* an adaptive KL penalty to the old policy used together. Its update constants differ
-# from the paper's rule (×2 / ÷2 at 1.5× / ÷1.5), which is ours. For the TRL and OpenRLHF columns, `gamma`/`lam`
-# are per token, as in chapter 8.
-#
-# **B. PPO on tokens (`ppo_lib.rlhf.ppo.TokenPPOConfig`).** SB3, CleanRL and RLlib have no equivalent for any row: "—".
-#
-# | Ours (default) | TRL 1.0.0 `PPOConfig` | OpenRLHF 0.11.0 flag (0.10.1.post2 name) |
-# |---|---|---|
-# | `beta` 0.05 | `kl_coef=0.05` | `--algo.kl.init_coef 0.01` (`--init_kl_coef`) |
-# | `kl_estimator` "k1" | `kl_estimator="k1"` (`"k1"` or `"k3"`) | `--algo.kl.estimator k1` (k1/k2/k3) (`--kl_estimator`) |
-# | `adaptive_kl` False | — in 1.x (TRL 0.11 `trl/trainer/ppo_config.py`: `adap_kl_ctrl=True`) | on as soon as `--algo.kl.target` is set (Ziegler's controller, `AdaptiveKLController`) |
-# | `kl_target` 6.0 | — (0.11: `target=6.0`) | `--algo.kl.target` None (`--kl_target`) |
-# | `kl_horizon` 10 000 | — (0.11: `horizon=10000`) | `--algo.kl.horizon 10000` (`--kl_horizon`) |
-# | `ptx_coef` 0.0 | — | — in 0.11.0; `--ptx_coef 0.05` up to 0.10.1.post2 |
-# | `batch_size` 64 responses | `batch_size` is computed: `per_device_train_batch_size` (8) × `gradient_accumulation_steps` × world size | `--rollout.batch_size 1024` prompts × `--rollout.n_samples_per_prompt 1` (`--rollout_batch_size`, `--n_samples_per_prompt`) |
-# | `epochs` 4 | `num_ppo_epochs=4` | `--train.max_epochs 1` (`--max_epochs`) |
-# | `num_minibatches` 2 | `num_mini_batches=1` | implied: rollout batch × samples ÷ `--train.batch_size 128` |
-# | `clip_eps` 0.2 | `cliprange=0.2` | `--actor.eps_clip 0.2` (`--eps_clip`) |
-# | `value_clip_range` 0.2 | `cliprange_value=0.2` | `--critic.value_clip 0.5` (`--value_clip`) |
-# | `value_coef` 0.1 | `vf_coef=0.1` | — (separate critic model and optimiser) |
-# | `gamma` 1.0 | `gamma=1.0` | `--algo.advantage.gamma 1` (`--gamma`) |
-# | `gae_lambda` 0.95 | `lam=0.95` | `--algo.advantage.lambd 1` (`--lambd`) |
-# | `temperature` 1.0 | `temperature=0.7` | `--rollout.temperature 1.0` (`--temperature`) |
-# | `missing_eos_score` −1 | `missing_eos_penalty=None` (a positive number *subtracted* from the score) | `--reward.stop_properly_penalty_coef` None (if < 0, a fixed reward for truncated samples) (`--stop_properly_penalty_coef`) |
-# | `max_grad_norm` 1.0 | `max_grad_norm=1.0` (TrainingArguments) | `--actor.max_norm 1.0` (`--max_norm`) |
-# | `whiten_advantages` True | — (always `masked_whiten`) | — (always for `gae`; `--algo.advantage.no_std_norm` turns off the division) (`--no_advantage_std_norm`) |
-# | `lr` 1e-3 | `learning_rate=3e-6` | `--actor.adam.lr 1e-6` (`--actor_learning_rate`) |
-
-# %% [markdown]
-# ### What changes when one machine is not enough (on paper)
-#
-# - **Generation becomes the cost to beat.** OpenRLHF's README: "RLHF training spends **80%** of the time on sample
-#   generation". Its answer is to generate with vLLM engines and to use Ray to put the actor, critic, reward and
-#   reference models on separate GPU groups, "for models up to **70B+** parameters". Tülu 3's code reused OpenRLHF's
-#   Ray + vLLM code "for scaling up PPO RLVR training into the 70B scale" (open-instruct README).
-# - **You have to decide how to split the GPUs.** OpenRLHF's tuning guide (0.6.0 README) suggests vLLM : actor : critic
-#   = 1 : 1 : 1, e.g. a 70B model on 48 A100s as 16/16/16. Its timing table (1024 prompts, 1 PPO epoch, 70B, 32 A800s)
-#   shows 4488.53 s against 10 407.0 s for an optimised DeepSpeed-Chat, a **2.3×** speed-up. The README itself marks
-#   these numbers as outdated.
-# - **Weights must travel to the generators.** Once sampling runs in another engine, every update has to be copied
-#   there: OpenRLHF `--vllm.sync_backend nccl`; in TRL's server mode the trainer calls
-#   `vllm_client.update_named_param`. TRL's vLLM support has a colocate mode (the default) and a server mode. It covers
-#   GRPO, Online DPO, NashMD, XPO and RLOO; the experimental `PPOConfig` has no vLLM option.
-# - **Asynchrony trades freshness for throughput.** OpenRLHF's `--train.async_enable` / `--train.async_queue_size`
-#   overlap generation and training ("larger = more off-policy"). `--algo.advantage.is_correction_enable` adds an
-#   importance-sampling correction (`tis`, `icepop`, `seq-mask-tis`). The README warns that async training "may
-#   affect convergence".
-# - **Classic RL separates sampling from learning.** In RLlib, EnvRunners collect samples
-#   (`num_env_runners`, `num_envs_per_env_runner`, `rollout_fragment_length`) and Learners train (`num_learners`,
-#   `num_gpus_per_learner`). The effective batch is `num_learners × train_batch_size_per_learner`. PPO's default
-#   is `num_env_runners=2`.
-# - **Synchronous data-parallel PPO scales well.** DD-PPO reports near-linear scaling: a **107×** speed-up on
-#   **128 GPUs**, and 2.5 billion steps in under 3 days on 64 GPUs. OpenAI Five ran PPO through its "Rapid"
-#   system on batches of about **2 million frames every 2 seconds**.
-# - **Asynchronous actor–learner designs.** IMPALA separates acting from learning and corrects the lag with V-trace,
-#   reaching **250,000 frames/s** on "thousands of machines". RLlib's APPO follows IMPACT (Luo et al. 2020), a
-#   clipped-target variant of the same idea.
-#
-# These figures are the projects' own (OpenRLHF's README; TRL's vLLM documentation; RLlib's
-# source; Wijmans et al. 2020 for DD-PPO; Espeholt et al. 2018 for IMPALA; Berner et al. 2019
-# for OpenAI Five); this course has not reproduced them. The parameter tables were checked
-# against the libraries' source at the versions named above; defaults change between
-# releases, so check the version you install.
-
-# %% [markdown]
 # ## What we learned
 #
 # - The KL-regularised objective has a closed-form optimum; inverting it turns any policy into
@@ -639,8 +659,11 @@ display(method_explorer)
 #   sampling, two models (one, with precomputed reference log-probabilities).
 # - DPO widens the gap between chosen and rejected, not the chosen probability itself; and,
 #   never seeing its own samples, it cannot notice what it breaks elsewhere.
-# - GRPO replaces the critic by the other answers to the same prompt; RLOO does the same with a
-#   leave-one-out mean. A group with equal rewards teaches nothing.
+# - GRPO replaces the critic by the other answers to the same prompt, standardised per group;
+#   RLOO (as Ahmadian et al. and TRL define it) is REINFORCE on whole responses with a
+#   leave-one-out baseline and the KL as $k_1$ summed in the reward. A baseline that includes
+#   the sample only rescales the gradient by $(G-1)/G$. A group with equal rewards teaches
+#   GRPO nothing.
 # - $k_1$ in the reward follows the gradient of KL(pi || ref); $k_3$ in the loss follows that
 #   of KL(ref || pi): close near the reference, different far from it.
 # - Measured on one task with one evaluator, the methods differ in the gold reward they reach,

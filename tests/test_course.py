@@ -45,7 +45,7 @@ def test_chapter_and_solution_differ_only_inside_exercise_cells(ch):
             assert "raise NotImplementedError()" in a.source
         else:
             assert a.source == b.source, f"{ch.file} cell {i} differs outside an exercise"
-    assert n_exercises >= 1, f"{ch.file}: every chapter has at least one exercise"
+    assert n_exercises >= 1 or ch.is_appendix, f"{ch.file}: every chapter (not an appendix) has at least one exercise"
 
 
 @pytest.mark.parametrize("ch", BOOK.chapters, ids=lambda c: c.id)

@@ -15,11 +15,14 @@ import torch.nn.functional as F
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.dpo import DPOConfig, dpo_loss, pair_logprobs, sequence_logprobs, train_dpo
 from ppo_lib.rlhf.evaluate import evaluate_policy
-from ppo_lib.rlhf.grpo import (GROUP_STD_EPS, GRPOConfig, group_advantages, grpo_loss, rloo_advantages,
+from ppo_lib.rlhf.grpo import (GROUP_STD_EPS, GRPOConfig, collect_groups, group_advantages, grpo_loss, rloo_advantages,
                                train_grpo)
 from ppo_lib.rlhf.kl import kl_per_token
 from ppo_lib.rlhf.model import frozen_copy, response_logprobs, response_mask
 from ppo_lib.rlhf.reward_model import Pairs
+from ppo_lib.rlhf.rloo import RLOOConfig, rloo_loss, train_rloo
+from ppo_lib.rlhf.loop import trainable_copy
+from ppo_lib.losses import approx_kl
 
 # Learning-test budgets: shorter than the defaults (150 DPO steps, 60 GRPO iterations), long
 # enough that every seed is well clear of the SFT model (measured: DPO gold 0.3-0.4 after 100 steps,
@@ -396,3 +399,149 @@ def test_grpo_raises_gold(rlhf_sft, rlhf_reward, sft_eval, seed, baseline):
     assert ev["gold"] > sft_eval["gold"] + 0.5, (ev["gold"], sft_eval["gold"])
     assert ev["proxy"] > sft_eval["proxy"] + 0.5
     assert np.mean(res.history.gold[-5:]) > np.mean(res.history.gold[:5])
+
+
+# ----------------------------------------------------------------------------
+# RLOO as Ahmadian et al. 2024 and TRL define it (ppo_lib.rlhf.rloo)
+# ----------------------------------------------------------------------------
+
+def _tiny_policy(seed=0, L=4, V=5, n=3, G=4):
+    """A context-free policy: one softmax per response slot (logits (L, V)), B = n G sampled responses."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(L, V, generator=g).requires_grad_(True)
+    tokens = torch.multinomial(torch.softmax(logits.detach(), -1), n * G, replacement=True, generator=g).T  # (B, L)
+    lengths = torch.randint(1, L + 1, (n * G,), generator=g)
+    mask = (torch.arange(L)[None] < lengths[:, None]).float()
+    rewards = torch.randn(n, G, generator=g)
+    return logits, tokens, mask, rewards
+
+
+def _tiny_logprobs(logits, tokens):
+    return torch.log_softmax(logits, -1).gather(1, tokens.T).T  # (B, L): log pi_t(o_{i,t})
+
+
+def test_rloo_loss_gradient_is_reinforce_with_leave_one_out_advantages():
+    """At ratio 1, the gradient of RLOO's sequence-level loss is -(1/B) sum_i A_i grad log pi(o_i), with
+    grad_logits log softmax(logits_t)[a] = onehot(a) - pi_t written by hand, and A_i leave-one-out."""
+    logits, tokens, mask, rewards = _tiny_policy()
+    lp = _tiny_logprobs(logits, tokens)
+    adv = rloo_advantages(rewards).reshape(-1)
+    loss, info = rloo_loss(lp, lp.detach(), adv, mask, 0.2)
+    (g_lib,) = torch.autograd.grad(loss, logits)
+    pi = torch.softmax(logits.detach(), -1)
+    B, (L, V) = tokens.shape[0], logits.shape
+    g_hand = torch.zeros(L, V)
+    for i in range(B):
+        others = [float(rewards.reshape(-1)[j]) for j in range(B) if j // 4 == i // 4 and j != i]
+        a_i = float(rewards.reshape(-1)[i]) - sum(others) / len(others)
+        for t in range(int(mask[i].sum())):
+            g_hand[t] -= a_i * (F.one_hot(tokens[i, t], V).float() - pi[t]) / B
+    assert torch.allclose(g_lib, g_hand, atol=1e-6)
+    assert float(loss.detach()) == pytest.approx(-float(adv.mean()), abs=1e-6) and info["clip_fraction"] == 0
+
+
+def test_rloo_clips_the_ratio_of_the_whole_response_not_of_its_tokens():
+    """Three tokens, each 0.1 nats more likely: the sequence ratio e^0.3 = 1.35 is past 1 + 0.2 (clipped,
+    no gradient for A > 0) though each token's ratio e^0.1 = 1.105 is inside."""
+    old = torch.tensor([[-1.0, -2.0, -0.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    new = (old + 0.1 * mask).requires_grad_(True)
+    loss, info = rloo_loss(new, old, torch.tensor([1.0]), mask, 0.2)
+    (g,) = torch.autograd.grad(loss, new)
+    assert info["clip_fraction"] == 1.0 and g.eq(0).all()
+    assert float(loss.detach()) == pytest.approx(-1.2)
+    # the same shift with A < 0 is not clipped: the gradient is -A * ratio on every real token
+    loss, info = rloo_loss(new, old, torch.tensor([-1.0]), mask, 0.2)
+    (g,) = torch.autograd.grad(loss, new)
+    assert torch.allclose(g, math.exp(0.3) * mask)
+
+
+def test_mean_baseline_rescales_the_leave_one_out_gradient_by_g_minus_one_over_g():
+    """A baseline that includes the sample (the group mean) gives advantages (G-1)/G times the
+    leave-one-out ones, so the same gradient direction, shrunk by (G-1)/G: a rescaling, not a bias."""
+    logits, tokens, mask, rewards = _tiny_policy(seed=3)
+    G = rewards.shape[1]
+    lp = _tiny_logprobs(logits, tokens)
+    grads = {}
+    for name, adv in (("loo", rloo_advantages(rewards)), ("mean", rewards - rewards.mean(1, keepdim=True))):
+        loss, _ = rloo_loss(lp, lp.detach(), adv.reshape(-1), mask, 0.2)
+        (grads[name],) = torch.autograd.grad(loss, logits, retain_graph=True)
+    assert torch.allclose(grads["mean"], (G - 1) / G * grads["loo"], atol=1e-7)
+
+
+def test_rloo_rewards_are_the_score_minus_beta_times_the_summed_k1(rlhf_sft, rlhf_reward):
+    cfg = RLOOConfig(beta=0.5, prompts_per_iteration=3, group_size=4)
+    policy = trainable_copy(rlhf_sft.model)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ro = collect_groups(policy, frozen_copy(rlhf_sft.model), rlhf_reward.model, cfg.sampling_config(),
+                        torch.Generator().manual_seed(0), np.random.default_rng(0))
+    k1_sum = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1)
+    assert k1_sum.abs().max() > 1e-3  # the policy was moved, so the KL term is not trivially 0
+    assert torch.allclose(ro.rewards.reshape(-1), ro.scores - 0.5 * k1_sum, atol=1e-6)
+    assert torch.allclose(ro.advantages, rloo_advantages(ro.rewards).reshape(-1))
+    assert cfg.sampling_config().kl == "reward_k1" and RLOOConfig(beta=0.0).sampling_config().kl == "none"
+
+
+@pytest.mark.parametrize("kwargs, match", [({"group_size": 1}, r"group_size=1: must be in \[2, inf\)"),
+                                           ({"beta": -0.1}, r"beta=-0.1: must be in \[0, inf\)"),
+                                           ({"clip_eps": 1.0}, r"clip_eps=1.0: must be in \(0, 1\)"),
+                                           ({"num_minibatches": 100}, r"num_minibatches=100: more than the 64")])
+def test_rloo_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RLOOConfig(**kwargs)
+
+
+def test_rloo_same_seed_same_numbers(rlhf_sft, rlhf_reward):
+    cfg = RLOOConfig(iterations=2, prompts_per_iteration=2, group_size=4, seed=5)
+    a = train_rloo(rlhf_sft, rlhf_reward, cfg, progress=False)
+    b = train_rloo(rlhf_sft, rlhf_reward, cfg, progress=False)
+    for key in ("proxy", "gold", "kl", "clip_fraction", "approx_kl", "equal_score_groups", "samples"):
+        assert getattr(a.history, key) == getattr(b.history, key), key
+    for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.history.k3 == [0.0, 0.0] and a.tokens_generated > 0
+    assert len(a.history.rollout_seconds) == len(a.history.update_seconds) == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rloo_raises_gold(rlhf_sft, rlhf_reward, sft_eval, seed):
+    res = train_rloo(rlhf_sft, rlhf_reward, RLOOConfig(iterations=GRPO_TEST_ITERATIONS, seed=seed), progress=False)
+    ev = evaluate_policy(res.policy, rlhf_sft.model, rlhf_reward.model, n=EVAL_N)
+    assert ev["gold"] > sft_eval["gold"] + 0.3, (ev["gold"], sft_eval["gold"])
+    assert np.mean(res.history.gold[-5:]) > np.mean(res.history.gold[:5])
+
+
+def test_logged_approx_kl_has_the_sign_convention_of_losses_approx_kl():
+    """PPO, GRPO and RLOO log k3 of KL(old || new) as ppo_lib.losses.approx_kl does: (r - 1) - log r with
+    r = p_new / p_old, never the mirrored (1/r - 1) + log r."""
+    new, old, ref, adv, mask = _grpo_inputs()
+    m = mask.bool()
+    log_r = (new - old).detach()[m]
+    by_hand = float(((log_r.exp() - 1) - log_r).mean())
+    mirrored = float(((torch.exp(-log_r) - 1) + log_r).mean())
+    assert abs(by_hand - mirrored) > 1e-3  # the two conventions differ on these inputs
+    _, info = grpo_loss(new, old, ref, adv, mask, 0.2, 0.04)
+    assert info["approx_kl"] == pytest.approx(by_hand, rel=1e-6)
+    assert info["approx_kl"] == pytest.approx(approx_kl(old[m], new.detach()[m])[1], rel=1e-6)
+    _, info = rloo_loss(new, old, adv, mask, 0.2)
+    assert info["approx_kl"] == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_results_file_sweeps_every_online_method_over_the_same_betas_including_zero():
+    import json
+    from pathlib import Path
+
+    from benchmarks.rlhf_methods import BETAS, KNOBS
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "rlhf_methods.json"
+    record = json.loads(path.read_text())
+    for method in ("PPO", "GRPO", "RLOO"):
+        assert sorted(map(float, record["results"][method]["points"])) == sorted(BETAS), method
+        assert 0.0 in BETAS
+    assert min(KNOBS["DPO"][1]) > 0  # DPO's beta divides its implicit reward: it cannot be 0
+    for method, row in record["timing"].items():
+        assert row["load_max"] >= row["load_min"] >= 0, method
+        if method in ("PPO", "GRPO", "RLOO"):
+            assert 0 < row["rollout_share"] < 1 and row["update_seconds_per_update"] > 0

@@ -169,7 +169,8 @@ def nbgrader(course_dir: Path, *args: str, check: bool = True) -> subprocess.Com
 def build_course(book: Book, course_dir: Path = DEFAULT_DIR, only=None, release: bool = True) -> dict:
     """Write the nbgrader course directory for the chapters (all, or ``only``) and
     run ``generate_assignment``; returns ``{stem: [(grade_id, points), ...]}``."""
-    chapters = book.select(only)
+    # an appendix is reading matter without exercises: nothing to grade, no assignment
+    chapters = [ch for ch in book.select(only) if not ch.is_appendix]
     course_dir = Path(course_dir).expanduser().resolve()
     course_dir.mkdir(parents=True, exist_ok=True)
     graded = {}
@@ -179,7 +180,7 @@ def build_course(book: Book, course_dir: Path = DEFAULT_DIR, only=None, release:
         graded[ch.stem] = make_source_notebook(ch, folder / f"{ch.stem}.ipynb")
     (course_dir / "nbgrader_config.py").write_text(CONFIG.format(
         root=str(course_dir), timeout=execute_timeout(book.chapters),
-        assignments=[{"name": ch.stem} for ch in book.chapters]))
+        assignments=[{"name": ch.stem} for ch in book.chapters if not ch.is_appendix]))
     if release:
         for ch in chapters:
             nbgrader(course_dir, "generate_assignment", ch.stem, "--force")
@@ -372,7 +373,7 @@ def prepare(args):
     named (checks shared by both grading modes)."""
     book = load_book()
     course_dir = Path(args.dir).expanduser().resolve()
-    chapters = book.select(args.only)
+    chapters = [ch for ch in book.select(args.only) if not ch.is_appendix]  # an appendix has nothing to grade
     if not (course_dir / "nbgrader_config.py").exists():
         raise ValueError(f"{course_dir}: no nbgrader course here; run `python3 course.py assignments build` first")
     if args.action in ("collect", "grade") and not args.submissions:

@@ -46,6 +46,11 @@ class Chapter:
         return Path(self.file).stem
 
     @property
+    def is_appendix(self) -> bool:
+        """An appendix (its title starts with "Appendix") is reading matter: it may have no exercise."""
+        return self.title.startswith("Appendix")
+
+    @property
     def chapter_path(self) -> Path:
         return self.root / "chapters" / self.file
 

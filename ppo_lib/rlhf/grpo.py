@@ -13,8 +13,10 @@ with its own group. One iteration, in execution order (``n`` prompts, ``G`` samp
 
    - ``"group"`` (GRPO): :math:`A_i = (r_i - \mathrm{mean}(r)) / (\mathrm{std}(r) + \varepsilon)`
      over the group (:func:`group_advantages`);
-   - ``"rloo"`` (RLOO): :math:`A_i = r_i - \frac{1}{G-1}\sum_{j\ne i} r_j`
-     (:func:`rloo_advantages`).
+   - ``"rloo"``: :math:`A_i = r_i - \frac{1}{G-1}\sum_{j\ne i} r_j`
+     (:func:`rloo_advantages`). With GRPO's loss below this is a **hybrid** ("GRPO with a
+     leave-one-out baseline"), not RLOO as Ahmadian et al. 2024 and TRL define it (k1 summed
+     in the reward, a sequence-level REINFORCE loss): that one is :mod:`ppo_lib.rlhf.rloo`.
 3. **Update**: ``epochs`` passes of ``num_minibatches`` num_minibatches on the GRPO objective
    (Shao et al. 2024, eq. 3), to be maximised:
 
@@ -69,7 +71,7 @@ import numpy as np
 import torch
 
 from ppo_lib.config import check_choice, check_config, check_flag, check_range, validated, warn_ignored
-from ppo_lib.losses import clipped_surrogate
+from ppo_lib.losses import approx_kl, clipped_surrogate
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.arguments import plain_numbers, real, require_finite
 from ppo_lib.rlhf.kl import kl_per_token
@@ -244,13 +246,13 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
         objective = objective - beta * kl_term
         info["k3"] = float(kl_term.detach())
     with torch.no_grad():
-        lr_m = log_ratio[m]
         high = clip_eps if clip_eps_high is None else clip_eps_high
         r = seq_ratio if ratio_level == "sequence" else ratio[m]
         info["clip_fraction"] = float(((r < 1 - clip_eps) | (r > 1 + high)).float().mean()) \
             if clip_eps_high is not None or ratio_level == "sequence" \
             else float(((ratio[m] - 1).abs() > clip_eps).float().mean())
-        info["approx_kl"] = float((torch.expm1(-lr_m) + lr_m).mean())
+        # k3 of KL(old || new) in ppo_lib.losses.approx_kl's convention: (r - 1) - log r, r = p_new / p_old
+        info["approx_kl"] = approx_kl(old_logprobs.detach()[m], logprobs.detach()[m])[1]
     return -objective, info
 
 
@@ -265,7 +267,7 @@ class GRPOConfig:
     prompts_per_iteration: int = 8    # 64 responses an iteration, as chapter 8's PPO
     beta: float = 0.04                # Shao et al. 2024 (TRL's default is 0 today)
     kl: str = "loss_k3"               # GRPO: k3 in the loss; "reward_k1": PPO's k1 in the reward; "none"
-    baseline: str = "group"           # "group": GRPO's (r - mean) / std; "rloo": leave-one-out
+    baseline: str = "group"           # "group": GRPO's (r - mean) / std; "rloo": leave-one-out (a hybrid: see rloo.py)
     clip_eps: float = 0.2             # Shao et al. 2024; TRL epsilon 0.2
     epochs: int = 2                   # passes over each batch (TRL num_iterations, the paper's mu)
     num_minibatches: int = 2
@@ -337,7 +339,9 @@ class GRPOHistory(SampledHistory):
     """One entry per iteration (see :class:`SampledHistory`), plus GRPO's own diagnostics."""
 
     zero_std_groups: list[float] = dataclasses.field(default_factory=list)  # groups with equal rewards: no signal
-    k3: list[float] = dataclasses.field(default_factory=list)               # the loss's KL term (mean per token)
+    # the loss's KL term: k3 of KL(pi_theta || pi_ref) per token, (r - 1) - log r with r = pi_ref / pi_theta on
+    # tokens sampled from pi_theta (ppo_lib.rlhf.kl's k3; the same convention as approx_kl: r = other / sampler)
+    k3: list[float] = dataclasses.field(default_factory=list)
     responses_sampled: list[int] = dataclasses.field(default_factory=list)  # > batch with dynamic sampling
     task_stats: list[dict] = dataclasses.field(default_factory=list)        # the task's own shares (e.g. worked)
 

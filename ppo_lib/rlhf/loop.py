@@ -104,8 +104,10 @@ class SampledHistory(StepHistory):
     eos_rate: list[float] = _series()
     length: list[float] = _series()
     clip_fraction: list[float] = _series()
-    approx_kl: list[float] = _series()      # old -> new, per update (k3)
-    rollout_seconds: list[float] = _series()  # sampling and scoring
+    # KL(old || new) of each update, k3 = (r - 1) - log r with r = p_new / p_old on the rollout's tokens (sampled
+    # from old): ppo_lib.losses.approx_kl's estimator and sign; the mean over the iteration's minibatch steps
+    approx_kl: list[float] = _series()
+    rollout_seconds: list[float] = _series()  # generation, the policy's and reference's log-probs, the scores
     update_seconds: list[float] = _series()   # the gradient steps
     samples: list[list[str]] = _series()    # a few texts per iteration
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ppo_lib.config import check_choice, check_config, check_flag, check_range, validated, warn_ignored
-from ppo_lib.losses import clipped_surrogate, clipped_value_loss
+from ppo_lib.losses import approx_kl, clipped_surrogate, clipped_value_loss
 from ppo_lib.rlhf import language as lang
 from ppo_lib.rlhf.arguments import plain_numbers
 from ppo_lib.rlhf.kl import ESTIMATORS, adaptive_kl_update, kl_per_token
@@ -199,9 +199,9 @@ def ppo_token_loss(policy: GPT, value_model: ScalarModel, ro: Rollout, idx: torc
     new_values = token_values(value_model, tokens, prompt_len)
     v_loss = clipped_value_loss(new_values[m], ro.values[idx][m], ro.returns[idx][m], config.value_clip_range)
     with torch.no_grad():
-        lr_m = log_ratio[m]
         info = {"clip_fraction": float(((ratio[m] - 1).abs() > config.clip_eps).float().mean()),
-                "approx_kl": float((torch.expm1(-lr_m) + lr_m).mean()), "value_loss": float(v_loss)}
+                # k3 of KL(old || new), ppo_lib.losses.approx_kl's convention: (r - 1) - log r, r = p_new / p_old
+                "approx_kl": approx_kl(ro.logprobs[idx][m], new_logprobs.detach()[m])[1], "value_loss": float(v_loss)}
     return policy_loss + config.value_coef * v_loss, info
 
 

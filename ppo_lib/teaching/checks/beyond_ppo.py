@@ -440,7 +440,9 @@ check_rloo_advantages = Exercise(
     mistakes=[
         Mistake("includes itself", lambda r: _rloo(r, divisor="self"),
                 "the baseline of r_i is the mean of the *other* G - 1 rewards of its group, not of all G: a "
-                "baseline that contains r_i itself shrinks the advantage by (G - 1) / G and biases the gradient."),
+                "baseline that contains r_i itself (the group mean) gives exactly (G - 1) / G times the leave-one-out "
+                "advantage, so the same gradient direction scaled by (G - 1) / G: that is Dr. GRPO's mean baseline, "
+                "not RLOO's."),
         Mistake("divided by G", lambda r: _rloo(r, divisor="G"),
                 "the other rewards are G - 1: divide their sum by G - 1, not by G."),
         Mistake("whole batch", lambda r: _rloo(r, whole_batch=True),

@@ -180,6 +180,12 @@ _GROUP_AXIS = ("the G samples of one prompt are one row of rewards (n_prompts, G
                "each row, dim=1 (with keepdim=True), not of each column.")
 _GROUP_EPS = ("add eps = 1e-4 to the standard deviation: (r - mean) / (std + 1e-4), as TRL's GRPOTrainer does.")
 
+def _zero_where_std_is_zero(r):
+    std = r.std(dim=1, keepdim=True)
+    adv = (r - r.mean(dim=1, keepdim=True)) / (std + _EPS)
+    return torch.where(std == 0, torch.zeros_like(adv), adv)
+
+
 def _run_group(fn, rewards):
     """The advantages; and, for every group whose rewards are all equal, whether they are exactly 0 (the text
     says "exactly 0": the comparison's tolerance would let 1e-7 pass)."""
@@ -263,6 +269,10 @@ check_group_advantages = Exercise(
         Case((tensor_of([0.001, 0.003, 0.002, 0.0], [-0.0002, 0.0002, -0.0001, 0.0004]),),
              "rewards of shape (2, 4) that differ very little within each group (std 1.3e-3 and 2.8e-4): here "
              "eps = 1e-4 is a sizeable part of std + eps"),
+        Case((tensor_of([0.7] * 8, dtype=torch.float32),),
+             "a single prompt (rewards of shape (1, 8)) in float32 whose eight rewards are all 0.7: rounding can "
+             "leave both r - mean and std(dim=1) a little above 0 (about 6e-8), so a test std == 0 misses this "
+             "group; its advantages must still be exactly 0"),
     ],
     mistakes=[
         Mistake("whole batch", lambda r: _group(r, mean_dim=None, std_dim=None),
@@ -291,6 +301,10 @@ check_group_advantages = Exercise(
                 "a group whose rewards are all equal must get advantages of exactly 0: in float32, r - mean is "
                 "not always exactly 0 there (the mean of eight 0.7s is not exactly 0.7), and divided by std + "
                 "1e-4 it becomes about 1e-3; set such groups to 0 (masked_fill where max == min)."),
+        Mistake("zeroed where std == 0", _zero_where_std_is_zero,
+                "you find the groups of equal rewards by std == 0, but rounding can leave the std of equal "
+                "rewards a little above 0 (about 6e-8 for eight 0.7s in float32, in a single row): compare the "
+                "rewards themselves, rewards.amax(dim=1) == rewards.amin(dim=1), and set those groups to 0."),
         Mistake("chapter 8's eps", lambda r: _group(r, eps=1e-8, eps_where="inside"), _GROUP_EPS),
         Mistake("eps under the square root", lambda r: _group(r, eps_where="inside"),
                 "add eps to the standard deviation, std + 1e-4, not to the variance under the square root "

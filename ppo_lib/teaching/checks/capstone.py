@@ -268,9 +268,20 @@ def _gradient_problem(exp: UpdateRecord, got: UpdateRecord) -> str | None:
                         f"{float(g_all.norm()):.4g}, not {float(e_all.norm()):.4g}: the gradient clipping differs "
                         f"(clip the global norm of all the parameters to config.max_grad_norm; 0 means no clipping) "
                         f"{how}")
-            part = ("the policy part and the value part of the gradient each point the library's way, but are "
-                    "weighted differently against each other: the value loss's weight differs (config.value_coef, "
-                    "and value_loss's 1/2 (V - R)^2)")
+            sa, sc = scale(ea, ga), scale(ec, gc)
+            if math.isclose(sc, 1.0, rel_tol=1e-3):  # the critic's part is the library's: the policy part is scaled
+                part = (f"the policy loss differs by a factor {sa:.4g} (the value part of the gradient is the "
+                        f"library's): the advantages' scale (normalise each minibatch with the library's "
+                        f"normalize, (A - mean) / (std + 1e-8) with the unbiased std), or the policy loss's "
+                        f"weight or mean")
+            elif math.isclose(sa, 1.0, rel_tol=1e-3):
+                part = (f"the value loss differs by a factor {sc:.4g} (the policy part of the gradient is the "
+                        f"library's): its weight config.value_coef, or value_loss's 1/2 (V - R)^2")
+            else:
+                part = ("the policy part and the value part of the gradient each point the library's way, but are "
+                        "weighted differently against each other: the policy loss's scale (the advantages' "
+                        "normalisation) or the value loss's weight (config.value_coef, and value_loss's 1/2 "
+                        "(V - R)^2)")
         elif pa:  # the actor's part equal or only rescaled (by a binding clip)
             part = "the value loss differs (the value targets, value_loss's 1/2 (V - R)^2, or config.value_coef)"
         elif pc:

@@ -72,6 +72,18 @@ def tracked(x: Any, dtype: Any = None) -> tuple:
     return leaf, leaf.clone()
 
 
+def one_number(loss: Any) -> Any:
+    """A loss tensor holding one number, as the 0-d tensor it stands for (others unchanged).
+
+    A text that asks for "a scalar tensor" or "a tensor holding one number" is answered by shape (1,) as
+    well: the chapters' next cells call ``backward()``, ``torch.autograd.grad`` or ``.item()`` on it, which
+    all work on one element. The reshape keeps the graph."""
+    if hasattr(loss, "reshape") and hasattr(loss, "numel") and hasattr(loss, "ndim") and loss.numel() == 1 \
+            and loss.ndim > 0:
+        return loss.reshape(())
+    return loss
+
+
 def changed(given: Any, original: Any) -> bool:
     """True when tensor ``given`` no longer holds the values of ``original`` (an in-place change)."""
     return tuple(given.shape) != tuple(original.shape) or not bool((given.detach() == original.detach()).all())

@@ -119,7 +119,7 @@ def _mistake(name):
 
 @pytest.mark.parametrize("name, words", [
     ("no entropy bonus", "the policy loss differs"),
-    ("value loss not halved", "the value loss differs by a factor 2"),
+    ("value loss not halved", "weighted differently"),
     ("no gradient clipping", "the gradient clipping differs"),
     ("clipping at 0", "every gradient is 0"),
     ("one epoch", "differs in the epochs"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ppo_lib import losses
-from ppo_lib.teaching.checks.core import Case, Exercise, InputChanged, Mistake, changed, one_number, tracked
+from ppo_lib.teaching.checks.core import Case, Exercise, InputChanged, Mistake, changed, tracked
 
 
 def _run_loss(fn, logprobs, weights):
@@ -19,7 +19,6 @@ def _run_loss(fn, logprobs, weights):
             return InputChanged(name)
     if not isinstance(loss, torch.Tensor):
         return {"loss": loss}
-    loss = one_number(loss)  # the next cell calls loss.backward(): shape (1,) works as well as ()
     if loss.numel() != 1:
         return {"loss": loss.detach()}
     if loss.requires_grad:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, format_value, compare, one_number
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, format_value, compare
 from ppo_lib.rlhf.kl import adaptive_kl_update
 from ppo_lib.rlhf.model import gather_logprobs
 from ppo_lib.rlhf.reward_model import bradley_terry_loss
@@ -397,8 +397,6 @@ def loss_and_gradients(loss, leaves: dict):
     (``leaves``: name -> leaf tensor), or why they cannot be had."""
     if not isinstance(loss, torch.Tensor):
         return NotATensor(loss)
-    # "a tensor holding one number": shape (1,) is one, and the next cells' backward() and .item() work on it
-    loss = one_number(loss)
     if loss.numel() != 1 or not loss.requires_grad:
         return {"loss": loss.detach()}
     first = next(iter(leaves))

@@ -241,8 +241,9 @@ def _group_compare_factory(wanted):
             if isinstance(expected, NotExactlyZero):
                 return inner(expected.out, got.out)
             return (f"group {got.row}'s rewards are all equal, and its advantages must be exactly 0 (the text): "
-                    f"yours reach {got.worst:.3g} (in float32 the mean of equal rewards is not always exactly "
-                    f"that value, so r - mean is not exactly 0: set such groups to 0 explicitly)")
+                    f"yours reach {got.worst:.3g} (rounding: the mean of equal rewards is not always exactly "
+                    f"that value, in float32 or float64, so r - mean is not exactly 0: set such groups to 0 "
+                    f"explicitly)")
         if isinstance(expected, NotExactlyZero):
             return "not exactly 0 where the rewards are equal"
         return inner(expected, got)  # answers in words, never raises

@@ -617,8 +617,8 @@ def confirm_group(fn) -> bool:
 
     g = torch.Generator().manual_seed(12)
     cases = [torch.randn(5, 8, generator=g, dtype=D), torch.full((3, 8), 0.7), (torch.rand(12, 6, generator=g) > 0.5).float(),
-             1 + torch.randn(2, 4, generator=g, dtype=D) * 1e-4, torch.full((1, 8), 0.7), torch.full((1, 3), -2.8, dtype=D),
-             torch.full((1, 6), 0.3)]
+             1 + torch.randn(2, 4, generator=g, dtype=D) * 1e-4, torch.full((1, 8), 0.7),
+             torch.full((1, 3), -2.8, dtype=D), torch.full((1, 6), 0.3)]
     for r in cases:
         try:
             out = fn(r.clone())

@@ -189,8 +189,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     if exp.ndim == 0:
         if arr.ndim != 0:
             return (f"expected a single number, got {describe_returned(got)}: {format_value(arr)}"
-                    + (" (the exercise asks for a single number, 0-d: use .mean() or .sum() without keepdim, or index it, "
-                          "e.g. x[0])"
+                    + (" (the exercise asks for a single number, 0-d: use .mean() or .sum() without keepdim, "
+                       "or index it, e.g. x[0])"
                        if arr.size == 1 else ""))
         value = float(arr.reshape(()))
         if math.isnan(value) and math.isnan(float(exp)):

@@ -594,8 +594,8 @@ def confirm_dpo(fn) -> bool:
 
 
 # =============================================================== 9.2 group_advantages
-@ok(check_group_advantages)
-def group_where_equal(rewards):
+@wrong(check_group_advantages, "std == 0")  # "ok" until audit 3: the text's "exactly 0" fails for a single
+def group_where_equal(rewards):  # row of equal rewards whose std comes out a little above 0
     std = rewards.std(dim=1, keepdim=True)
     adv = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-4)
     return torch.where(std == 0, torch.zeros_like(adv), adv)
@@ -617,7 +617,8 @@ def confirm_group(fn) -> bool:
 
     g = torch.Generator().manual_seed(12)
     cases = [torch.randn(5, 8, generator=g, dtype=D), torch.full((3, 8), 0.7), (torch.rand(12, 6, generator=g) > 0.5).float(),
-             1 + torch.randn(2, 4, generator=g, dtype=D) * 1e-4]
+             1 + torch.randn(2, 4, generator=g, dtype=D) * 1e-4, torch.full((1, 8), 0.7),
+             torch.full((1, 3), -2.8, dtype=D), torch.full((1, 6), 0.3)]
     for r in cases:
         try:
             out = fn(r.clone())

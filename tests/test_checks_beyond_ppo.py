@@ -172,7 +172,6 @@ CORRECT = [
     (check_dpo_loss, dpo_loop_float64), (check_dpo_loss, dpo_log_softmax_of_the_pair),
     (check_group_advantages, group_std_mean),
     (check_group_advantages, group_numpy), (check_group_advantages, group_loop_statistics),
-    (check_group_advantages, group_var_by_hand_float64),
     (check_k3_kl, k3_trl), (check_k3_kl, k3_ratio_minus_log_ratio), (check_k3_kl, k3_naive),
     (check_k3_kl, k3_float64_and_back), (check_k3_kl, k3_probabilities),
     (check_rloo_advantages, rloo_scaled_centring), (check_rloo_advantages, rloo_loop),
@@ -403,6 +402,9 @@ WRONG = [
     (check_group_advantages, group_ranks, "Case:"),
     (check_group_advantages, group_rloo, "Case:"),
     (check_group_advantages, group_numpy_out, "got a numpy.ndarray"),
+    # listed as correct until audit 3: it sets no group to 0, and for float64 rewards r - mean of equal rewards is
+    # not always exactly 0 (the text: "exactly 0"); the test changed, not the text
+    (check_group_advantages, group_var_by_hand_float64, "must be exactly 0"),
     (check_group_advantages, group_in_place, "changed its input `rewards` in place"),
     (check_group_advantages, group_flattened, "expected an array of shape (4, 4), got shape (16,)"),
     (check_group_advantages, group_mean_absolute_deviation, "Case:"),

@@ -180,6 +180,23 @@ _GROUP_AXIS = ("the G samples of one prompt are one row of rewards (n_prompts, G
                "each row, dim=1 (with keepdim=True), not of each column.")
 _GROUP_EPS = ("add eps = 1e-4 to the standard deviation: (r - mean) / (std + 1e-4), as TRL's GRPOTrainer does.")
 
+def _zero_where_std_is_zero(r):
+    std = r.std(dim=1, keepdim=True)
+    adv = (r - r.mean(dim=1, keepdim=True)) / (std + _EPS)
+    return torch.where(std == 0, torch.zeros_like(adv), adv)
+
+
+def _zero_where_std_is_zero_no_eps(r):
+    std = r.std(dim=1, keepdim=True)
+    return torch.where(std == 0, torch.zeros_like(r), (r - r.mean(dim=1, keepdim=True)) / std)
+
+
+def _small_std_zeroed(r):
+    std = r.std(dim=1, keepdim=True)
+    adv = (r - r.mean(dim=1, keepdim=True)) / (std + _EPS)
+    return torch.where(std < 1e-6, torch.zeros_like(adv), adv)
+
+
 def _run_group(fn, rewards):
     """The advantages; and, for every group whose rewards are all equal, whether they are exactly 0 (the text
     says "exactly 0": the comparison's tolerance would let 1e-7 pass)."""
@@ -224,8 +241,9 @@ def _group_compare_factory(wanted):
             if isinstance(expected, NotExactlyZero):
                 return inner(expected.out, got.out)
             return (f"group {got.row}'s rewards are all equal, and its advantages must be exactly 0 (the text): "
-                    f"yours reach {got.worst:.3g} (in float32 the mean of equal rewards is not always exactly "
-                    f"that value, so r - mean is not exactly 0: set such groups to 0 explicitly)")
+                    f"yours reach {got.worst:.3g} (rounding: the mean of equal rewards is not always exactly "
+                    f"that value, in float32 or float64, so r - mean is not exactly 0: set such groups to 0 "
+                    f"explicitly)")
         if isinstance(expected, NotExactlyZero):
             return "not exactly 0 where the rewards are equal"
         return inner(expected, got)  # answers in words, never raises
@@ -263,6 +281,16 @@ check_group_advantages = Exercise(
         Case((tensor_of([0.001, 0.003, 0.002, 0.0], [-0.0002, 0.0002, -0.0001, 0.0004]),),
              "rewards of shape (2, 4) that differ very little within each group (std 1.3e-3 and 2.8e-4): here "
              "eps = 1e-4 is a sizeable part of std + eps"),
+        Case((tensor_of([0.7] * 8, dtype=torch.float32),),
+             "a single prompt (rewards of shape (1, 8)) in float32 whose eight rewards are all 0.7: rounding can "
+             "leave both r - mean and std(dim=1) a little above 0 (about 6e-8), so a test std == 0 misses this "
+             "group; its advantages must still be exactly 0"),
+        Case((tensor_of([-2.8, -2.8, -2.8]),),
+             "a single prompt, G=3, in float64, three equal rewards -2.8: again the std of equal rewards can come "
+             "out a little above 0 (about 5e-16), and the advantages must be exactly 0"),
+        Case((tensor_of([0.5, 0.5000002, 0.4999999, 0.5], [1.0, 0.0, 0.5, 0.2]),),
+             "rewards of shape (2, 4): the first group's rewards differ, by about 1e-7 (std 1.3e-7): not all equal, "
+             "so (r - mean) / (std + 1e-4) gives them small advantages (about +-1e-3), not 0"),
     ],
     mistakes=[
         Mistake("whole batch", lambda r: _group(r, mean_dim=None, std_dim=None),
@@ -291,6 +319,19 @@ check_group_advantages = Exercise(
                 "a group whose rewards are all equal must get advantages of exactly 0: in float32, r - mean is "
                 "not always exactly 0 there (the mean of eight 0.7s is not exactly 0.7), and divided by std + "
                 "1e-4 it becomes about 1e-3; set such groups to 0 (masked_fill where max == min)."),
+        Mistake("zeroed where std == 0", _zero_where_std_is_zero,
+                "you find the groups of equal rewards by std == 0, but rounding can leave the std of equal "
+                "rewards a little above 0 (about 6e-8 for eight 0.7s in float32, in a single row): compare the "
+                "rewards themselves, rewards.amax(dim=1) == rewards.amin(dim=1), and set those groups to 0."),
+        Mistake("zeroed where std == 0, and no eps", _zero_where_std_is_zero_no_eps,
+                "add eps = 1e-4 to the standard deviation, (r - mean) / (std + 1e-4), as TRL's GRPOTrainer does; "
+                "and find the groups of equal rewards by comparing the rewards (rewards.amax(dim=1) == "
+                "rewards.amin(dim=1)), not by std == 0: rounding can leave the std of equal rewards a little above "
+                "0, and then r - mean divided by it is of order 1."),
+        Mistake("small std zeroed", _small_std_zeroed,
+                "only a group whose rewards are all *equal* gets 0; a group whose rewards differ, by however "
+                "little, gets (r - mean) / (std + 1e-4). A threshold on the std also zeroes those: compare the "
+                "rewards themselves, rewards.amax(dim=1) == rewards.amin(dim=1)."),
         Mistake("chapter 8's eps", lambda r: _group(r, eps=1e-8, eps_where="inside"), _GROUP_EPS),
         Mistake("eps under the square root", lambda r: _group(r, eps_where="inside"),
                 "add eps to the standard deviation, std + 1e-4, not to the variance under the square root "

@@ -124,6 +124,7 @@ class UpdateRecord:
     minibatch: int
     epochs: int
     target_kl: float | None
+    max_grad_norm: float = 0.0
 
 
 def _flat_grads(params):
@@ -197,7 +198,7 @@ def _record(fn, config_overrides: dict, seed: int, episode_steps: int = 40):
                 break
     params = torch.cat([p.detach().reshape(-1) for p in policy.parameters()])
     return UpdateRecord(steps, params, start, info, _next_cell_problem(info), changed, _T * _N,
-                        config.minibatch_size, config.epochs, config.target_kl)
+                        config.minibatch_size, config.epochs, config.target_kl, config.max_grad_norm)
 
 
 # ----------------------------------------------------------------------------- comparing, in words
@@ -262,15 +263,36 @@ def _gradient_problem(exp: UpdateRecord, got: UpdateRecord) -> str | None:
             return float(y.norm()) / max(float(x.norm()), 1e-30)
 
         pa, pc = parallel(ea, ga), parallel(ec, gc)
+        clip = exp.max_grad_norm
+        at_clip = [math.isclose(float(x.norm()), clip, rel_tol=1e-4) for x in (ga, gc)] if clip else [False, False]
+        if pa and pc and any(at_clip) and not math.isclose(float(g_all.norm()), clip, rel_tol=1e-4):
+            part = "the actor's" if at_clip[0] else "the critic's"
+            return (f"{where} the gradient clipping differs: {part} gradient alone has norm {clip:g} = "
+                    f"config.max_grad_norm, the whole gradient {float(g_all.norm()):.4g} (the library's "
+                    f"{float(e_all.norm()):.4g}): clip the global norm of all the parameters together, one "
+                    f"clip_grad_norm_(policy.parameters(), config.max_grad_norm), not each part apart {how}")
         if pa and pc:  # each part only rescaled
             if math.isclose(scale(ea, ga), scale(ec, gc), rel_tol=1e-3):
                 return (f"{where} your gradient points the same way as the library's but its norm is "
                         f"{float(g_all.norm()):.4g}, not {float(e_all.norm()):.4g}: the gradient clipping differs "
                         f"(clip the global norm of all the parameters to config.max_grad_norm; 0 means no clipping) "
                         f"{how}")
-            part = ("the policy part and the value part of the gradient each point the library's way, but are "
-                    "weighted differently against each other: the value loss's weight differs (config.value_coef, "
-                    "and value_loss's 1/2 (V - R)^2)")
+            sa, sc = scale(ea, ga), scale(ec, gc)
+            # a binding clip rescales both parts together: then only their relative weight can be read
+            binds = bool(clip) and any(math.isclose(float(x.norm()), clip, rel_tol=1e-4) for x in (e_all, g_all))
+            if not binds and math.isclose(sc, 1.0, rel_tol=1e-3):  # the critic's part is the library's
+                part = (f"the policy loss differs by a factor {sa:.4g} (the value part of the gradient is the "
+                        f"library's): the policy loss's scale, e.g. the advantages' normalisation (each minibatch "
+                        f"with the library's normalize, (A - mean) / (std + 1e-8) with the unbiased std), or its "
+                        f"weight or mean")
+            elif not binds and math.isclose(sa, 1.0, rel_tol=1e-3):
+                part = (f"the value loss differs by a factor {sc:.4g} (the policy part of the gradient is the "
+                        f"library's): its weight config.value_coef, or value_loss's 1/2 (V - R)^2")
+            else:
+                part = ("the policy part and the value part of the gradient each point the library's way, but are "
+                        "weighted differently against each other: the value loss's weight (config.value_coef, and "
+                        "value_loss's 1/2 (V - R)^2) or the policy loss's scale (e.g. the advantages' "
+                        "normalisation)")
         elif pa:  # the actor's part equal or only rescaled (by a binding clip)
             part = "the value loss differs (the value targets, value_loss's 1/2 (V - R)^2, or config.value_coef)"
         elif pc:
@@ -332,7 +354,7 @@ def learner_style_update(policy, optimizer, rollout, config, generator, *, clip_
                          always_normalize=None, clip_with_zero=False, zero_grad=True, mse_value_loss=False,
                          ratio_to_current=False, stop_estimator="k3", stop_per_minibatch=False, stop_ge=False,
                          explained_with_new_values=False, clip_fraction_last_only=False, epochs_off_by_one=False,
-                         kl_key_k1=False):
+                         kl_key_k1=False, stop_factor=1.0):
     """The update written out from the chapter's step list, with switches for the usual mistakes (all off:
     the library's update)."""
     from ppo_lib.advantages import rollout_advantages
@@ -356,7 +378,7 @@ def learner_style_update(policy, optimizer, rollout, config, generator, *, clip_
         with torch.no_grad():
             k1, k3 = approx_kl(logp_old, actor.log_prob(actor.distribution(obs), actions))
         k = k3 if stop_estimator == "k3" else k1
-        return k >= config.target_kl if stop_ge else k > config.target_kl
+        return k >= stop_factor * config.target_kl if stop_ge else k > stop_factor * config.target_kl
 
     for _ in range(config.epochs):
         perm = torch.randperm(B, generator=generator)
@@ -445,6 +467,9 @@ CASES = [
     Case(({"target_kl": 0.004, "epochs": 4, "clip_eps": 0.3}, 0),
          "target_kl = 0.004, 4 epochs: the rule is k3 (not k1) on the whole batch after each epoch, stop when "
          "k3 > target_kl"),
+    Case(({"target_kl": 0.005, "epochs": 6}, 0),
+         "target_kl = 0.005, 6 epochs: the rule exactly as the text states it, k3 > target_kl (no factor such "
+         "as Stable-Baselines3's 1.5), decides after which epoch the update stops"),
 ]
 
 check_ppo_update = Exercise(
@@ -472,6 +497,9 @@ check_ppo_update = Exercise(
                 "and stop the epochs once it exceeds target_kl."),
         Mistake("early stop on k1", _but("stop_on_k1", stop_estimator="k1"),
                 "the early stop compares k3 (never negative), not k1, with config.target_kl."),
+        Mistake("early stop at 1.5 x target_kl", _but("stop_sb3", stop_factor=1.5),
+                "the text's rule is k3 > config.target_kl; stopping at 1.5 x target_kl is Stable-Baselines3's "
+                "rule, not this one: with it the epochs run longer."),
         Mistake("early stop per minibatch", _but("stop_per_minibatch", stop_per_minibatch=True),
                 "check the KL after each *epoch*, not after each minibatch."),
         Mistake("no entropy bonus", _as_library_but(entropy_coef=0.0),

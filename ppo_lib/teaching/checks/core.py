@@ -72,6 +72,18 @@ def tracked(x: Any, dtype: Any = None) -> tuple:
     return leaf, leaf.clone()
 
 
+def one_number(loss: Any) -> Any:
+    """A loss tensor holding one number, as the 0-d tensor it stands for (others unchanged).
+
+    For the exercises whose text asks for "a tensor holding one number" (not "a scalar"): shape (1,) is one,
+    and the next cells' ``backward()``, ``torch.autograd.grad`` and ``.item()`` work on it. The reshape keeps
+    the graph."""
+    if hasattr(loss, "reshape") and hasattr(loss, "numel") and hasattr(loss, "ndim") and loss.numel() == 1 \
+            and loss.ndim > 0:
+        return loss.reshape(())
+    return loss
+
+
 def changed(given: Any, original: Any) -> bool:
     """True when tensor ``given`` no longer holds the values of ``original`` (an in-place change)."""
     return tuple(given.shape) != tuple(original.shape) or not bool((given.detach() == original.detach()).all())
@@ -177,7 +189,8 @@ def compare(expected: Any, got: Any, rtol: float = 1e-5, atol: float = 1e-6) -> 
     if exp.ndim == 0:
         if arr.ndim != 0:
             return (f"expected a single number, got {describe_returned(got)}: {format_value(arr)}"
-                    + (" (index it, e.g. x[0], or use .sum() without keepdim: the next cell needs one number)"
+                    + (" (the exercise asks for a single number, 0-d: use .mean() or .sum() without keepdim, "
+                       "or index it, e.g. x[0])"
                        if arr.size == 1 else ""))
         value = float(arr.reshape(()))
         if math.isnan(value) and math.isnan(float(exp)):

@@ -10,7 +10,7 @@ import torch
 
 from ppo_lib import losses
 from ppo_lib.teaching.checks.core import (Case, Exercise, InputChanged, Mistake, show_value, describe_returned, changed, compare,
-                                 tracked)
+                                 one_number, tracked)
 from ppo_lib.normalization import RunningMeanStd
 
 
@@ -140,6 +140,9 @@ def _run_value_loss(fn, values, old_values, targets, eps):
     for name, now, before in (("values", given, v), ("old_values", old, old_before), ("targets", t, t_before)):
         if changed(now, before):
             return InputChanged(name)
+    # the text asks for the loss of a display, not for a 0-d tensor, and the next cell's autograd.grad works on
+    # one element: shape (1,) is accepted as the number it holds
+    out = one_number(out)
     if not isinstance(out, torch.Tensor) or out.numel() != 1:
         return {"loss": out}
     if out.requires_grad:

@@ -131,6 +131,13 @@ def _no_log_std_term(mean, log_std, actions):
     return logp, ent
 
 
+def _log_of_density(mean, log_std, actions):
+    std = log_std.exp()
+    density = torch.exp(-(actions - mean) ** 2 / (2 * std**2)) / (math.sqrt(2 * math.pi) * std)
+    ent = (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1).expand(mean.shape[0])
+    return torch.log(density.prod(-1)), ent
+
+
 def _variance_not_squared(mean, log_std, actions):
     std = log_std.exp()
     logp = (-(actions - mean) ** 2 / (2 * std) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -155,6 +162,10 @@ check_gaussian_log_prob_entropy = Exercise(
         Case(([[0.0, 1.0], [2.0, -1.0]], [-12.0, 2.0], [[5e-6, 1.0], [2.0, 3.0]]),
              "a very narrow dimension (log_std -12, sigma = 6.1e-6) next to a wide one: no epsilon belongs in "
              "sigma or in its log (the text's formula has none)"),
+        Case(([[0.0, 1.0], [0.5, -0.5]], [-3.0, 0.0], [[2.5, 1.5], [0.5, -0.5]]),
+             "an action 50 standard deviations from the mean (dimension 0 of sample 0, sigma = exp(-3)): its "
+             "log-density is about -1260, finite; a density computed first (exp, then a product) underflows "
+             "to 0 and its log to -inf"),
     ],
     mistakes=[
         Mistake("mean over dimensions", _per_dimension,
@@ -174,6 +185,11 @@ check_gaussian_log_prob_entropy = Exercise(
         Mistake("epsilon added to sigma", _epsilon_in_sigma,
                 "sigma = exp(log_std) is never 0, so no epsilon is needed; one added to sigma changes every narrow "
                 "dimension's density (the text's formula has none)."),
+        Mistake("log of the density", _log_of_density,
+                "you computed the density first and took its log: exp(-z^2 / 2) underflows to 0 for an action "
+                "far from the mean (z about 39 in float64, 14 in float32), and log(0) = -inf. Independence makes "
+                "the joint density a product, so its log is a SUM of per-dimension logs: "
+                "-(a - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2, summed over the dimensions."),
         Mistake("variance not squared", _variance_not_squared,
                 "the exponent is -(a - mu)^2 / (2 sigma^2): the variance, sigma squared, not sigma."),
     ],

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, compare
+from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, compare, one_number
 from ppo_lib.teaching.checks.rlhf import loss_and_gradients, tensor_compare, tracked_leaf
 from ppo_lib.rlhf import addition
 from ppo_lib.rlhf.evaluate import pass_at_k
@@ -105,7 +105,9 @@ def _run_aggregate(fn, per_token, mask, kind):
         from ppo_lib.teaching.checks.rlhf import ChangedInput
 
         return ChangedInput("mask" if not torch.equal(mask, mask_before) else "per_token")
-    return loss_and_gradients(out, {"per_token": leaf})
+    # the text asks for "a torch tensor holding one number": shape (1,) is one, and the training loop's
+    # backward() works on it; compared as the number it holds
+    return loss_and_gradients(one_number(out), {"per_token": leaf})
 
 
 def _masked(per_token, mask):
@@ -133,6 +135,15 @@ def _with(kind_impl: dict):
     return impl
 
 
+def _nonzero_counted(x, m, kind):
+    real = ((x * m) != 0).to(x.dtype)
+    if kind == "grpo":
+        return ((x * m).sum(1) / real.sum(1).clamp(min=1)).mean()
+    if kind == "dr_grpo":
+        return _dr(x, m)
+    return (x * m).sum() / real.sum()
+
+
 def _lengths(*ls, L):
     return (torch.arange(L)[None] < torch.tensor(ls)[:, None]).to(D)
 
@@ -151,6 +162,9 @@ for _kind in KINDS:
              f"kind={_kind!r}, B=3 responses in L=5 slots, lengths [5, 1, 3]: none is 5 long but the first"),
         Case((_terms(2, 8, 3), _lengths(3, 4, L=8), _kind),
              f"kind={_kind!r}, B=2 responses in L=8 slots, lengths [3, 4]: no response fills the slots"),
+        Case((_terms(3, 6, 4) * torch.tensor([[1.0], [0.0], [1.0]], dtype=D), _lengths(4, 5, 2, L=6), _kind),
+             f"kind={_kind!r}, B=3 responses in L=6 slots, lengths [4, 5, 2]; every term of the second response is "
+             f"exactly 0 (its group had equal rewards, so its advantage is 0): its 5 tokens still count"),
     ]
 
 check_aggregate_loss = Exercise(
@@ -189,6 +203,10 @@ check_aggregate_loss = Exercise(
                                                        "dapo": lambda: x.mean()}[kind](),
                 "multiply by the mask: the terms at padding (after <eos>) are not tokens of any response and "
                 "must not count."),
+        Mistake("tokens counted where the terms are not 0", _nonzero_counted,
+                "count the real tokens with the mask (mask.sum(1), mask.sum()), not where the terms are non-zero: "
+                "a token whose term is exactly 0 (every token of a response whose advantage is 0) is still a "
+                "token of the batch."),
         Mistake("no gradient", lambda x, m, kind: reference_aggregate_loss(x, m, kind).detach(),
                 "the value is right but carries no gradient (detached, .item(), or built with torch.tensor): "
                 "the loss must stay connected to the per-token terms."),

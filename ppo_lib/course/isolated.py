@@ -12,7 +12,10 @@ submission is graded without executing the notebook:
    checker's cases there and their outputs come back as *data*;
 3. this process, which never ran student code, compares that data with the reference and the
    catalogue of usual mistakes exactly as ``Exercise.evaluate`` does (same verdict, same
-   message), so patching the checker in the student's code changes nothing.
+   message), so patching the checker in the student's code changes nothing. A guess exercise
+   (chapter 7's bug hunt, chapter 10's diagnosis: a ``GuessCheck``) is the same: the value the
+   student's function returns comes back as data and the guess checker judges it here, with the
+   record it reads itself.
 
 Each result is kept in ``<course>/isolated/<chapter>/<key>.json`` (keyed by a hash of the
 student id, tagged with a hash of the submission): a rerun skips what is graded. The results are
@@ -54,8 +57,9 @@ SUSPICIOUS = ("_ih", "_oh", "In", "Out", "get_ipython", "open", "exec", "eval", 
 
 
 class UnsupportedChapter(ValueError):
-    """A chapter with a checker cell that is not ``name = check_name(name)``: grade it with
-    ``--mode notebook``."""
+    """A chapter with a checker cell that is neither ``name = check_name(name)`` (maybe followed by
+    the chapter's own lines) nor a call of one guess checker
+    (:class:`~ppo_lib.teaching.checks.core.GuessCheck`): grade it with ``--mode notebook``."""
 
 
 # ------------------------------------------------------------------ reading notebooks safely

@@ -18,6 +18,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class NodeDidNotStart(RuntimeError):
+    """The head node died while starting, twice: the machine (its load), not the code under test."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,7 +86,7 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
     """``nodes`` Ray nodes on 127.0.0.1 with ``cpus`` CPUs each, this process connected to them
     (``connect``); yields ``{"address", "head", "workers"}``. Every node is stopped by its PID at
     the end, and an error is raised if a Ray process survived. On a loaded machine the head can
-    time out while starting: it is started again once, then an error says so."""
+    time out while starting: it is started again once, then :class:`NodeDidNotStart` says so."""
     import ray
 
     tmp = Path(tmp)
@@ -98,7 +102,7 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
             break
         stop_node(head)
     else:
-        raise RuntimeError("the Ray head node did not start, twice (on a loaded machine its raylet can give up "
+        raise NodeDidNotStart("the Ray head node did not start, twice (on a loaded machine its raylet can give up "
                            "waiting 30 s for its agents): " + log.read_text()[-600:])
     time.sleep(3)
     workers = [start_node([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1"], tmp / f"worker{k}.log", cpus)
@@ -122,3 +126,20 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
         shutil.rmtree(temp_dir, ignore_errors=True)
         if survivors:
             raise RuntimeError(f"Ray processes survived: {survivors}")
+
+
+def cluster_fixture(tmp: Path, nodes: int = 2, cpus: int = 1):
+    """A pytest fixture's body: the loopback cluster, or the test skipped with the reason when the
+    machine could not start a Ray node (e.g. overloaded: the raylet gives up waiting 30 s for its
+    agents); every assertion of the test still runs whenever the cluster is up."""
+    import pytest
+
+    manager = loopback_cluster(tmp, nodes=nodes, cpus=cpus)
+    try:
+        cluster = manager.__enter__()
+    except NodeDidNotStart as exc:
+        pytest.skip(f"Ray could not start a node on this machine: {str(exc)[:200]}")
+    try:
+        yield cluster
+    finally:
+        manager.__exit__(None, None, None)

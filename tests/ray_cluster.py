@@ -69,7 +69,7 @@ def alive_in_group(pgid: int) -> list[int]:
 
 
 def _head_up(proc: subprocess.Popen, log: Path, seconds: float) -> bool:
-    """The head says "Ray runtime started" within ``seconds`` (False if the head process died)."""
+    """The node says "Ray runtime started" within ``seconds`` (False if its process died)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -105,8 +105,20 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
         raise NodeDidNotStart("the Ray head node did not start, twice (on a loaded machine its raylet can give up "
                            "waiting 30 s for its agents): " + log.read_text()[-600:])
     time.sleep(3)
-    workers = [start_node([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1"], tmp / f"worker{k}.log", cpus)
-               for k in range(nodes - 1)]
+    workers = []
+    for k in range(nodes - 1):  # each started again once if it dies starting
+        for attempt in range(2):
+            log = tmp / f"worker{k}-{attempt}.log"
+            proc = start_node([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1"], log, cpus)
+            if _head_up(proc, log, 120):
+                workers.append(proc)
+                break
+            stop_node(proc)
+        else:
+            for proc in workers + [head]:
+                stop_node(proc)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise NodeDidNotStart(f"Ray node {k + 1} did not start, twice: " + log.read_text()[-600:])
     try:
         if connect:
             ray.init(address=f"127.0.0.1:{port}", include_dashboard=False, log_to_driver=False,
@@ -115,7 +127,7 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
             while len([n for n in ray.nodes() if n["Alive"]]) < nodes and time.time() < deadline:
                 time.sleep(1)
             if len([n for n in ray.nodes() if n["Alive"]]) < nodes:
-                raise RuntimeError("not every Ray node joined: " + (tmp / "worker0.log").read_text()[-2000:])
+                raise RuntimeError("not every Ray node joined the cluster")
         yield dict(address=f"127.0.0.1:{port}", head=head, workers=workers)
     finally:
         if connect:

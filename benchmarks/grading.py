@@ -38,7 +38,7 @@ def _src(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-def _students(source: dict, release: dict, n: int) -> dict:
+def made_up_students(source: dict, release: dict, n: int) -> dict:
     from ppo_lib.course.sources import BEGIN_MARK, END_MARK
 
     answers = {c["metadata"]["nbgrader"]["grade_id"]: _src(c) for c in source["cells"]
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         release = json.loads((course / "release" / CHAPTER / f"{CHAPTER}.ipynb").read_text())
         source = json.loads((course / "source" / CHAPTER / f"{CHAPTER}.ipynb").read_text())
         subs = base / "submissions"
-        for name, nb in _students(source, release, args.students).items():
+        for name, nb in made_up_students(source, release, args.students).items():
             (subs / name).mkdir(parents=True)
             (subs / name / f"{CHAPTER}.ipynb").write_text(json.dumps(nb))
         isolated.collect_safely(course, CHAPTER, subs)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         if args.notebook:
             old = base / "notebook"
             grading.build_course(book, old, only=["01"])
-            few = sorted(_students(source, release, args.students))[:args.notebook]
+            few = sorted(made_up_students(source, release, args.students))[:args.notebook]
             old_subs = base / "old_submissions"
             for s in few:
                 shutil.copytree(subs / s, old_subs / s)

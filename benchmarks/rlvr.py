@@ -3,8 +3,14 @@
     .venv/bin/python benchmarks/rlvr.py                               # every variant, 3 seeds (~30 min, 2 cores)
     .venv/bin/python benchmarks/rlvr.py --variants grpo dapo --seeds 1 --iterations 40   # a quick look
 
-Writes results/rlvr.json (the command, date and machine with it; each run is added as it ends, so
-an interrupted sweep keeps what it did) and results/rlvr.png.
+    .venv/bin/python benchmarks/rlvr.py --jobs 2                      # on 2 local processes (or --ray auto)
+
+Writes results/rlvr.json (the command, date and machine with it) and results/rlvr.png (``--out``
+for another file). The runs go through the sweep runner (``ppo_lib.sweep``: ``--jobs``, ``--ray``;
+each finished run is kept in a resume file next to ``--out`` as it ends, so an interrupted sweep
+keeps what it did and a rerun skips it; ``--fresh`` ignores it). Each job loads its seed's SFT
+model from the cache, which this script fills first, so a run starts from the same weights in
+whichever process it lands; every run is seeded, so the results do not depend on the backend.
 
 Per seed: the SFT model of that seed (rlvr_presets; cached in .ppo_cache), its held-out pass@k
 (96 problems x 64 samples, Chen et al.'s unbiased estimator) and worked share; then each variant
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,10 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._record import RESULTS, header, write  # noqa: E402
+from ppo_lib.rlhf import cache  # noqa: E402
 from ppo_lib.rlhf.evaluate import evaluate_verifier  # noqa: E402
 from ppo_lib.rlhf.grpo import GRPOConfig, train_grpo  # noqa: E402
 from ppo_lib.rlhf.presets import GRPO_VARIANTS, rlvr_presets  # noqa: E402
 from ppo_lib.rlhf.pretrain import pretrain  # noqa: E402
+from ppo_lib.sweep import Job, Runner, add_arguments, resume_path  # noqa: E402
 
 OUT = RESULTS / "rlvr.json"
 VARIANTS = {**GRPO_VARIANTS, "grpo_kl": {"beta": 0.04, "kl": "loss_k3"}, "ppo": {"trainer": "ppo"}}
@@ -89,16 +98,29 @@ def run_variant(name: str, sft, seed: int, iterations: int) -> dict:
             "final": _eval(result.policy, task, sft.model)}
 
 
+def one_run(name: str, seed: int, iterations: int, cache_dir: str) -> dict:
+    """One (variant, seed), in whichever process the sweep runner puts it: the seed's SFT model
+    from ``cache_dir`` (filled by ``main`` first), so every run starts from the same weights."""
+    os.environ[cache.ENV] = cache_dir
+    task, pre, _ = rlvr_presets("cpu")
+    pre.seed = seed
+    sft = pretrain(pre, device="cpu", progress=False, task=task)
+    return {**run_variant(name, sft, seed, iterations), "iterations": iterations}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--iterations", type=int, default=None, help="default: the preset's 150")
+    parser.add_argument("--out", default=str(OUT))
+    add_arguments(parser)  # --jobs N (worker processes), --ray auto|ADDRESS|local, --fresh
     args = parser.parse_args()
+    out = Path(args.out)
     torch.set_num_threads(1)
     task, pre, kw = rlvr_presets("cpu")
     iterations = args.iterations or kw["iterations"]
-    record = json.loads(OUT.read_text()) if OUT.exists() else {}
+    record = json.loads(out.read_text()) if out.exists() else {}
     record.update(header(threads=1))
     # every invocation that added runs, in order (the header above is the latest one's)
     record.setdefault("provenance", []).append({**header(threads=1), "variants": args.variants, "seeds": args.seeds,
@@ -108,24 +130,30 @@ def main() -> None:
                                                                                    "ks": list(KS)}}
     record.setdefault("sft", {})
     record.setdefault("runs", [])
-    for seed in range(args.seeds):
+    for seed in range(args.seeds):  # each seed's SFT model, trained here once (or loaded): the jobs load it
         pre.seed = seed
         sft = pretrain(pre, device="cpu", progress=False, task=task)
         if str(seed) not in record["sft"]:
             record["sft"][str(seed)] = {"seconds": round(sft.seconds, 2), **_eval(sft.model, task)}
-            write(record, OUT)
-        for name in args.variants:
-            record["runs"] = [r for r in record["runs"]
-                              if not (r["variant"] == name and r["seed"] == seed and r["iterations"] == iterations)]
-            row = {**run_variant(name, sft, seed, iterations), "iterations": iterations}
-            record["runs"].append(row)
-            f = row["final"]
-            print(f"[{name} seed {seed}] pass@1 {f['pass_at_k']['1']:.3f} @64 {f['pass_at_k']['64']:.3f} "
-                  f"worked {f['worked']:.2f} length {f['length']:.1f} ({row['seconds']:.0f} s)", flush=True)
-            write(record, OUT)
+            write(record, out)
+    jobs = [Job(f"{name} seed={seed} iterations={iterations}", one_run,
+                dict(name=name, seed=seed, iterations=iterations, cache_dir=str(cache.cache_dir())))
+            for seed in range(args.seeds) for name in args.variants]
+    resume = resume_path(out)
+    with Runner(workers=args.jobs, ray=args.ray, resume=resume, fresh=args.fresh, label="rlvr") as runner:
+        rows = runner.map(jobs)
+    for row in rows:
+        name, seed = row["variant"], row["seed"]
+        record["runs"] = [r for r in record["runs"]
+                          if not (r["variant"] == name and r["seed"] == seed and r["iterations"] == iterations)]
+        record["runs"].append(row)
+        f = row["final"]
+        print(f"[{name} seed {seed}] pass@1 {f['pass_at_k']['1']:.3f} @64 {f['pass_at_k']['64']:.3f} "
+              f"worked {f['worked']:.2f} length {f['length']:.1f} ({row['seconds']:.0f} s)", flush=True)
     record["table"] = table(record, iterations)
-    write(record, OUT)
-    plot(record, iterations, RESULTS / "rlvr.png")
+    write(record, out)
+    resume.unlink(missing_ok=True)  # complete: the next run of this script trains afresh
+    plot(record, iterations, out.with_suffix(".png"))
 
 
 def table(record: dict, iterations: int) -> dict:

@@ -72,6 +72,27 @@ def test_bug_guess_checker(capsys):
     assert not check_bug_guess("cosmic rays") and "not one of" in capsys.readouterr().out
 
 
+def test_bug_guess_checker_is_strict_when_graded(capsys, monkeypatch):
+    """Graded in notebook mode (strict), a guess that is not right fails the checker cell; the
+    verdict without printing is what the isolated grader uses."""
+    from ppo_lib.teaching.checks import ExerciseError
+
+    wrong = next(b for b in BUGS if b != MYSTERY)
+    with pytest.raises(ExerciseError, match="not"):
+        check_bug_guess(wrong, strict=True)
+    with pytest.raises(ExerciseError, match="no guess yet"):
+        check_bug_guess(None, strict=True)
+    monkeypatch.setenv("PPO_COURSE_STRICT_CHECKS", "1")
+    with pytest.raises(ExerciseError):
+        check_bug_guess(wrong)
+    assert check_bug_guess(MYSTERY) is True
+    capsys.readouterr()
+    assert [check_bug_guess.evaluate(g).status for g in (MYSTERY, wrong, None, ["a list"])] == \
+        ["passed", "wrong", "unfilled", "error"]
+    assert capsys.readouterr().out == ""  # evaluate prints nothing
+    assert check_bug_guess.guess_function == "bug_guess"
+
+
 def test_unknown_bug_is_refused():
     with pytest.raises(ValueError, match="bug"):
         BuggyPPO(make_probe("constant_reward").observation_space, make_probe("constant_reward").action_space,

@@ -256,6 +256,45 @@ def _run_exercise(step, ns):
             ns[name] = checker.reference
     else:
         ns[name] = checker.reference
+    if step.get("after"):  # the checker cell's other lines (the chapter's, not the student's), as the notebook runs them
+        try:
+            exec(compile(step["after"], f"<checker cell after {step['grade_id']}>", "exec"), ns)
+        except BaseException as exc:  # noqa: BLE001
+            report["after_error"] = _raised(exc, None)
+    return report
+
+
+def _run_guess(step, ns):
+    """A guess exercise: run the student's cell, call their function with no arguments, and report
+    its value as data (None while it raises NotImplementedError, as the chapter's cell does); the
+    grader checks it in its own process."""
+    import linecache
+
+    name = step["name"]
+    report = {"defined": False, "cell_error": None, "callable": False, "type": "", "guess": None, "raised": None,
+              "library_function": False}
+    code = step.get("code")
+    if code is not None:
+        filename = f"<exercise cell {step['grade_id']}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        try:
+            exec(compile(code, filename, "exec"), ns)
+        except BaseException as exc:  # noqa: BLE001 - the student's cell, whatever it raises
+            report["cell_error"] = _raised(exc, None)
+    fn = ns.get(name)
+    report["defined"] = name in ns
+    report["callable"] = callable(fn)
+    report["type"] = type(fn).__name__
+    if callable(fn):
+        report["library_function"] = str(getattr(fn, "__module__", "") or "").startswith("ppo_lib")
+        try:
+            guess = fn()
+        except NotImplementedError:
+            guess = None
+        except BaseException as exc:  # noqa: BLE001
+            report["raised"] = _raised(exc, fn)
+            guess = None
+        report["guess"] = encode(guess)
     return report
 
 
@@ -289,6 +328,8 @@ def main():
                 exec(compile(step["code"], f"<chapter cells before {step['label']}>", "exec"), ns)
             except BaseException as exc:  # noqa: BLE001
                 result["prelude_errors"].append(f"{type(exc).__name__}: {str(exc)[:300]}")
+        elif step["kind"] == "guess":
+            result["exercises"][step["grade_id"]] = _run_guess(step, ns)
         else:
             result["exercises"][step["grade_id"]] = _run_exercise(step, ns)
     out.write(SENTINEL + json.dumps(result) + "\n")

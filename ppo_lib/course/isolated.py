@@ -12,7 +12,10 @@ submission is graded without executing the notebook:
    checker's cases there and their outputs come back as *data*;
 3. this process, which never ran student code, compares that data with the reference and the
    catalogue of usual mistakes exactly as ``Exercise.evaluate`` does (same verdict, same
-   message), so patching the checker in the student's code changes nothing.
+   message), so patching the checker in the student's code changes nothing. A guess exercise
+   (chapter 7's bug hunt, chapter 10's diagnosis: a ``GuessCheck``) is the same: the value the
+   student's function returns comes back as data and the guess checker judges it here, with the
+   record it reads itself.
 
 Each result is kept in ``<course>/isolated/<chapter>/<key>.json`` (keyed by a hash of the
 student id, tagged with a hash of the submission): a rerun skips what is graded. The results are
@@ -54,8 +57,9 @@ SUSPICIOUS = ("_ih", "_oh", "In", "Out", "get_ipython", "open", "exec", "eval", 
 
 
 class UnsupportedChapter(ValueError):
-    """A chapter with a checker cell that is not ``name = check_name(name)``: grade it with
-    ``--mode notebook``."""
+    """A chapter with a checker cell that is neither ``name = check_name(name)`` (maybe followed by
+    the chapter's own lines) nor a call of one guess checker
+    (:class:`~ppo_lib.teaching.checks.core.GuessCheck`): grade it with ``--mode notebook``."""
 
 
 # ------------------------------------------------------------------ reading notebooks safely
@@ -161,6 +165,7 @@ def chapter_plan(release_nb: dict) -> dict:
     statements the chapter runs before each, and the library names it imports."""
     steps, exercises, pending, prelude = [], [], None, []
     library_names = {"ppo_lib"}
+    imported = {}  # name in the chapter -> (ppo_lib module, name there)
     for cell in release_nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
@@ -171,15 +176,18 @@ def chapter_plan(release_nb: dict) -> dict:
             prelude = []
             continue
         if meta.get("grade") and pending:
-            lines = [ln for ln in code.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-            match = CHECK_LINE.match(lines[0].strip()) if len(lines) == 1 else None
-            if not match:
-                raise UnsupportedChapter(f"checker cell {meta.get('grade_id')!r} is not `name = check_name(name)`; "
-                                         f"grade this chapter with --mode notebook")
-            exercises.append({"grade_id": pending, "check_id": meta["grade_id"], "name": match["name"],
-                              "checker": match["checker"], "points": float(meta.get("points", 0))})
-            steps.append({"kind": "exercise", "grade_id": pending, "name": match["name"],
-                          "checker": match["checker"]})
+            match, after = _check_line_first(code)
+            if match:
+                exercises.append({"grade_id": pending, "check_id": meta["grade_id"], "name": match["name"],
+                                  "checker": match["checker"], "points": float(meta.get("points", 0))})
+                steps.append({"kind": "exercise", "grade_id": pending, "name": match["name"],
+                              "checker": match["checker"], "after": after})
+            else:  # a checker of a guess (chapter 7's bug hunt, chapter 10's diagnosis), or refused
+                checker, module, guesser = _guess_checker(code, imported, meta.get("grade_id"))
+                exercises.append({"grade_id": pending, "check_id": meta["grade_id"], "name": guesser,
+                                  "checker": checker, "module": module, "kind": "guess",
+                                  "points": float(meta.get("points", 0))})
+                steps.append({"kind": "guess", "grade_id": pending, "name": guesser})
             pending = None
             continue
         prelude.append(_light_statements(code))
@@ -187,6 +195,7 @@ def chapter_plan(release_nb: dict) -> dict:
             for node in ast.walk(ast.parse(code)):
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ppo_lib"):
                     library_names.update(a.asname or a.name for a in node.names)
+                    imported.update({a.asname or a.name: (node.module, a.name) for a in node.names})
                 elif isinstance(node, ast.Import):
                     library_names.update((a.asname or a.name).split(".")[0] for a in node.names
                                          if a.name.startswith("ppo_lib"))
@@ -194,6 +203,68 @@ def chapter_plan(release_nb: dict) -> dict:
             pass
     library_names = {n for n in library_names if not n.startswith("check_")} | {"ppo_lib"}
     return {"steps": steps, "exercises": exercises, "library_names": sorted(library_names)}
+
+
+def _check_line_first(code: str):
+    """``(match, after)`` for a checker cell whose first statement is ``name = check_name(name)``:
+    the match, and the cell's other statements as code (``""`` when there are none; chapter 10's
+    format reward prints its cases after the check), which the sandbox runs after the check as the
+    notebook does; ``(None, "")`` otherwise."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return None, ""
+    if not body:
+        return None, ""
+    first = ast.get_source_segment(code, body[0]) or ""
+    match = CHECK_LINE.match(first.strip()) if "\n" not in first.strip() else None
+    if not match:
+        return None, ""
+    rest = ast.unparse(ast.Module(body=body[1:], type_ignores=[])) if len(body) > 1 else ""
+    return match, rest
+
+
+#: where a guess checker may come from (the grader imports it in its own process)
+GUESS_CHECKER_MODULES = ("ppo_lib.teaching.",)
+
+
+def load_checker(ex: dict):
+    """The checker object of one planned exercise, imported in the grader's process: a
+    ``check_*`` of ``ppo_lib.teaching.checks``, or a guess checker from ``ex["module"]``."""
+    import importlib
+
+    module = ex.get("module") or "ppo_lib.teaching.checks"
+    if module != "ppo_lib.teaching.checks" and not module.startswith(GUESS_CHECKER_MODULES):
+        raise UnsupportedChapter(f"checker {ex['checker']!r} comes from {module!r}, not from ppo_lib.teaching")
+    return getattr(importlib.import_module(module), ex["checker"])
+
+
+def _guess_checker(code: str, imported: dict, check_id) -> tuple[str, str, str]:
+    """``(checker name, its module, the learner's function)`` of a checker cell that checks a
+    guess: it calls exactly one ``check_*``, imported by the chapter from ``ppo_lib.teaching``, that
+    is a :class:`~ppo_lib.teaching.checks.core.GuessCheck`. Anything else: UnsupportedChapter."""
+    from ppo_lib.teaching.checks.core import GuessCheck
+
+    refuse = (f"checker cell {check_id!r} is neither `name = check_name(name)` nor a call of one guess "
+              f"checker (a ppo_lib.teaching GuessCheck); grade this chapter with --mode notebook")
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        raise UnsupportedChapter(refuse) from None
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+              and isinstance(node.func, ast.Name) and node.func.id.startswith("check_")}
+    if len(called) != 1 or next(iter(called)) not in imported:
+        raise UnsupportedChapter(refuse)
+    name = next(iter(called))
+    module, attr = imported[name]
+    if not module.startswith(GUESS_CHECKER_MODULES):
+        raise UnsupportedChapter(refuse)
+    import importlib
+
+    checker = getattr(importlib.import_module(module), attr, None)
+    if not isinstance(checker, GuessCheck):
+        raise UnsupportedChapter(refuse)
+    return attr, module, checker.guess_function
 
 
 def _names_used(code: str) -> set[str]:
@@ -422,8 +493,34 @@ def judge(exercise, rep: dict | None) -> tuple[str, str]:
                 lines.append(f"  Hint: {hint}")
             lines.append(fallback)
             return "wrong", "\n".join(lines)
+    if rep.get("after_error"):  # the checker cell's own lines after the check failed on this function
+        text, _ = _raised_text(rep["after_error"])
+        return "error", (f"✗ {ex.name}: all {len(ex.cases)} cases pass, but the checker cell's lines after the "
+                         f"check raised an error with your function.\n  {text}")
     return "passed", (f"✓ {ex.name}: all {len(ex.cases)} cases pass. Well done: "
                       f"the notebook now uses your function.")
+
+
+def judge_guess(checker, rep: dict | None) -> tuple[str, str]:
+    """``(status, message)`` of a guess exercise: the value the student's function returned,
+    carried out of the sandbox as data, checked here by ``checker.evaluate`` with the checker's
+    own context (read from the library's files, never from the student's process), as the
+    notebook's checker cell checks it."""
+    name = checker.guess_function
+    if rep is None:
+        return "error", f"✗ {checker.name}: not graded: the grading process did not report this exercise."
+    if not rep.get("callable"):
+        if rep.get("cell_error"):
+            text, _ = _raised_text(rep["cell_error"])
+            return "error", f"✗ {checker.name}: your exercise cell raised an error.\n  {text}"
+        if not rep.get("defined"):
+            return "error", f"✗ {checker.name}: your notebook does not define `{name}()`."
+        return "error", f"✗ {checker.name}: `{name}` should be a function, got {rep.get('type')}."
+    if rep.get("raised"):
+        text, _ = _raised_text(rep["raised"])
+        return "error", f"✗ {checker.name}: `{name}()` raised an error.\n  {text}"
+    result = checker.evaluate(decode(rep.get("guess")), *checker.context())
+    return result.status, result.message
 
 
 # ------------------------------------------------------------------ one submission
@@ -437,8 +534,6 @@ def grade_one(task: dict) -> dict:
     """Grade one (student, chapter): ``task`` holds the submission's bytes (read by the grader
     before any student code ran), the chapter's plan and the limits. Runs in a worker process
     that never executes student code itself."""
-    import ppo_lib.teaching.checks as checks
-
     t0 = time.perf_counter()
     plan, student, assignment = task["plan"], task["student"], task["assignment"]
     result = {"student": student, "assignment": assignment, "sha256": task["sha256"], "reason": "",
@@ -484,7 +579,7 @@ def grade_one(task: dict) -> dict:
     steps = []
     for step in plan["steps"]:
         step = dict(step)
-        if step["kind"] == "exercise":
+        if step["kind"] in ("exercise", "guess"):
             step["code"] = cells.get(step["grade_id"])
         steps.append(step)
     run = run_job({"steps": steps, "hide": task.get("hide", [])}, Limits(**task["limits"]))
@@ -496,7 +591,7 @@ def grade_one(task: dict) -> dict:
         flag("(sandbox)", f"left {run['leftover']} process(es) running after grading: all were killed")
     reports = report.get("exercises") if isinstance(report.get("exercises"), dict) else {}
     for ex in plan["exercises"]:
-        exercise = getattr(checks, ex["checker"])
+        exercise = load_checker(ex)
         rep = reports.get(ex["grade_id"]) if run["report"] is not None else None
         if rep is not None and not isinstance(rep, dict):
             rep = None
@@ -504,7 +599,7 @@ def grade_one(task: dict) -> dict:
             status, message = "error", f"✗ {exercise.name}: scored 0: {run['reason']}."
         else:
             try:
-                status, message = judge(exercise, rep)
+                status, message = (judge_guess if ex.get("kind") == "guess" else judge)(exercise, rep)
             except Exception as exc:  # odd data from the student's process: 0, said in words
                 status, message = "error", f"✗ {exercise.name}: what your function returned could not be read ({type(exc).__name__})."
         if rep and rep.get("library_function"):

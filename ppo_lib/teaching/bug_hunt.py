@@ -14,6 +14,7 @@ import base64
 import copy
 
 from ppo_lib.algos.ppo import PPO, UpdateHooks, ppo_update
+from ppo_lib.teaching.checks.core import GuessCheck
 
 BUGS = {
     "none": "no bug: the healthy update",
@@ -100,7 +101,7 @@ class BuggyPPO(PPO):
         return info
 
 
-def check_bug_guess(guess) -> bool:
+def _check_bug_guess(guess) -> bool:
     """Say whether ``guess`` (a key of ``BUGS``) is the mystery run's bug, with the reason if not."""
     if guess is None or guess == "":
         print("○ bug hunt: no guess yet. Make `bug_guess()` return one of: " + ", ".join(repr(b) for b in BUGS))
@@ -114,3 +115,8 @@ def check_bug_guess(guess) -> bool:
         return True
     print(f"✗ bug hunt: not {guess!r}: {_WHY_NOT[guess]}")
     return False
+
+
+#: The bug hunt's checker (a guess, not a function): ``check_bug_guess(guess)`` prints the reply and
+#: returns True when right; graded in isolation from the value of the learner's ``bug_guess()``.
+check_bug_guess = GuessCheck(_check_bug_guess, guess_function="bug_guess", name="bug hunt")

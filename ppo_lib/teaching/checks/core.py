@@ -404,3 +404,61 @@ class Exercise:
 
     def __repr__(self) -> str:
         return f"Exercise({self.name!r}, {len(self.cases)} cases, {len(self.mistakes)} known mistakes)"
+
+
+class GuessCheck:
+    """A checker of a *guess*: data the learner's function returns (a bug's name, a cause per
+    run), not a function run on cases. Chapter 7's bug hunt and chapter 10's diagnosis.
+
+    ``check(guess, *context)`` is the checking function: it prints its reply (right, or why the
+    evidence does not fit) and returns True when the guess is right. ``guess_function`` names the
+    exercise's function: the learner defines it, and its value, called with no arguments, is the
+    guess (None while it still raises NotImplementedError). ``context`` computes the check's other
+    arguments from the library and its results files, never from the notebook, so that a grader
+    can check a guess in its own process: ``ppo_lib.course.isolated`` carries the guess out of
+    the sandbox as data and calls :meth:`evaluate` on it, with ``context()``.
+
+    Called like the plain function (``check_x(guess, *context)``), it prints the reply and
+    returns True or False; in strict mode (``strict=True`` or ``PPO_COURSE_STRICT_CHECKS=1``, as
+    when a notebook is graded) a guess that is not right raises :class:`ExerciseError`.
+    """
+
+    def __init__(self, check: Callable[..., bool], guess_function: str, name: str,
+                 context: Callable[[], tuple] = tuple):
+        if not callable(check):
+            raise TypeError(f"check={check!r}: expected a function (guess, *context) -> bool")
+        if not (isinstance(guess_function, str) and guess_function.isidentifier()):
+            raise ValueError(f"guess_function={guess_function!r}: expected the name of the learner's function")
+        self.check, self.guess_function, self.name, self.context = check, guess_function, name, context
+        self.__doc__ = check.__doc__
+        self.__wrapped__ = check
+
+    def evaluate(self, guess, *context) -> CheckResult:
+        """The verdict on ``guess`` without printing it: ``passed``, ``unfilled`` (no guess),
+        ``wrong``, or ``error`` (the check could not read the guess)."""
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                right = self.check(guess, *context)
+        except Exception as exc:  # an odd guess (e.g. unhashable): said in words, never a traceback
+            text = out.getvalue()
+            return CheckResult(self.name, "error", f"{text}✗ {self.name}: your guess could not be read "
+                               f"({type(guess).__name__}): {type(exc).__name__}: {exc}", guess)
+        text = out.getvalue().rstrip("\n")
+        if right is True:
+            return CheckResult(self.name, "passed", text, guess)
+        unfilled = guess is None or (isinstance(guess, (str, dict, list, tuple)) and len(guess) == 0)
+        return CheckResult(self.name, "unfilled" if unfilled else "wrong", text, guess)
+
+    def __call__(self, guess, *context, strict: bool | None = None) -> bool:
+        """Check ``guess``, print the reply, and return whether it is right."""
+        result = self.evaluate(guess, *context)
+        if strict is None:
+            strict = os.environ.get(STRICT_ENV, "") == "1"
+        if strict and not result.passed:
+            raise ExerciseError(result.message)
+        print(result.message)
+        return result.passed
+
+    def __repr__(self) -> str:
+        return f"GuessCheck({self.name!r}, guess_function={self.guess_function!r})"

@@ -25,10 +25,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+from pathlib import Path
 
 import torch
 
-from ppo_lib.teaching.checks.core import Case, Exercise, Mistake, compare, one_number
+from ppo_lib.teaching.checks.core import Case, Exercise, GuessCheck, Mistake, compare, one_number
 from ppo_lib.teaching.checks.rlhf import loss_and_gradients, tensor_compare, tracked_leaf
 from ppo_lib.rlhf import addition
 from ppo_lib.rlhf.evaluate import pass_at_k
@@ -383,7 +384,7 @@ def evidence(record: dict, rid: str) -> str:
             f"{max(h['kl']):.3g}")
 
 
-def check_diagnosis(guess, record: dict) -> bool:
+def _check_diagnosis(guess, record: dict) -> bool:
     """Say, for each run id of ``DIAGNOSIS_RUNS``, whether ``guess[id]`` (a key of ``CAUSES``) is its
     cause, and if not why the evidence does not fit; True when all five are right."""
     options = ", ".join(repr(c) for c in CAUSES)
@@ -411,6 +412,21 @@ def check_diagnosis(guess, record: dict) -> bool:
         print(f"  (no run is called {', '.join(map(repr, extra))}: the ids are {', '.join(DIAGNOSIS_RUNS)})")
     print(f"{'✓' if right == len(DIAGNOSIS_RUNS) else '○'} diagnosis: {right} of {len(DIAGNOSIS_RUNS)} right.")
     return right == len(DIAGNOSIS_RUNS)
+
+
+#: the record the chapter's diagnosis reads (the chapter loads the same file)
+DIAGNOSIS_RECORD = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "rlvr_diagnosis.json"
+
+
+def _diagnosis_context() -> tuple:
+    return (load_diagnosis(DIAGNOSIS_RECORD),)
+
+
+#: The diagnosis's checker (a guess, not a function): ``check_diagnosis(guess, record)`` prints the
+#: reply per run and returns True when all five are right; graded in isolation from the value of the
+#: learner's ``diagnosis()``, with the record read from ``DIAGNOSIS_RECORD``.
+check_diagnosis = GuessCheck(_check_diagnosis, guess_function="diagnosis", name="diagnosis",
+                             context=_diagnosis_context)
 
 
 # in the chapter's order: exercises 10.1, 10.2 and 10.4 (10.3, the diagnosis, is check_diagnosis)

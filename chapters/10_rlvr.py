@@ -139,8 +139,9 @@ assert style["worked"][0] < 0.5 and style["direct"][1] < 0.1 and style["worked"]
 # ### Exercise 10.1 — the unbiased pass@k
 #
 # Write `pass_at_k(n, c, k)`: whole numbers $0 \le c \le n$, $1 \le k \le n$; return a float. It
-# must work for $n = 200$, where $\binom{n}{k}$ overflows a float: compute the ratio as a product,
-# or with Python's exact integers (`math.comb`).
+# must work for $n = 200$, where a formula through factorials in floating point fails ($n!$
+# overflows a float from $171!$ on): compute the ratio as a product, or with Python's exact
+# integers (`math.comb`).
 
 # %% nbgrader={"grade": false, "grade_id": "pass_at_k", "locked": false, "schema_version": 3, "solution": true}
 def pass_at_k(n, c, k):

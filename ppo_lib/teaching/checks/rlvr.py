@@ -67,8 +67,8 @@ check_pass_at_k = Exercise(
         Case((64, 0, 64), "n=64, c=0, k=64: never right, so 0 whatever k"),
         Case((8, 6, 4), "n=8, c=6, k=4: only 2 wrong samples, so any 4 contain a right one: exactly 1"),
         Case((64, 1, 64), "n=64, c=1, k=64: all samples drawn, so the right one is among them: exactly 1"),
-        Case((200, 17, 50), "n=200, c=17, k=50: C(200, 50) is about 4.5e47, too large for float arithmetic of "
-                            "the binomials"),
+        Case((200, 17, 50), "n=200, c=17, k=50: 200! overflows a float (every n! from 171! on does), so factorials "
+                            "in floating point fail here"),
     ],
     mistakes=[
         Mistake("plug-in estimate", lambda n, c, k: 1 - (1 - c / n) ** k, _PLUG_IN),

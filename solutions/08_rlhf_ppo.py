@@ -1077,12 +1077,10 @@ for n_pairs, curve in bench["best_of_n"].items():
 #    at $\beta = 0$, where section 5's single reward model was hacked; the single model of seed 0
 #    at $\beta = 0$ on the same seeds is the comparison.
 #
-# The file has three more rows that this section does not discuss yet; their numbers are in the
-# first table: UWO with $\lambda = 1$ at $\beta = 0$; the value model started from the SFT trunk
-# instead of the reward model (`train_ppo(..., critic_init="sft")`, against InstructGPT's start from
-# the reward model); PPO-ptx, InstructGPT's pre-training mix (`TokenPPOConfig(ptx_coef=1.0)`). The
-# next cell also prints the rows the file lacks (the length rows at $\beta = 0.3$): those are not
-# measured.
+# 4. **Two choices of InstructGPT's**, each measured once against the plain run at $\beta = 0.1$: the
+#    value model started from the SFT trunk instead of from the reward model
+#    (`train_ppo(..., critic_init="sft")`), and PPO-ptx, its pre-training mix
+#    (`TokenPPOConfig(ptx_coef=1.0)`); with them, UWO with $\lambda = 1$ at $\beta = 0$.
 
 # %%
 depth_path = REPO_ROOT / "benchmarks" / "results" / "rlhf_depth.json"
@@ -1091,10 +1089,10 @@ if not depth_path.exists():
 depth = json.loads(depth_path.read_text())
 print(f"from {depth_path.name}: `{depth['command']}`, {depth['date']}, {depth['machine']['platform']}")
 assert depth["settings"]["seeds"] == [0, 1, 2]
+assert depth["complete"] and not depth["rows_not_run"], "the file lacks rows: rerun the command above"
 assert depth["settings"]["ppo"]["iterations"] == config.iterations and depth["settings"]["ppo"]["lr"] == config.lr
 D = {name: row["mean"] for name, row in depth["rows"].items()}
 runs_of = {name: row["runs"] for name, row in depth["rows"].items()}
-print("rows not run for this file (not measured):", depth.get("rows_not_run") or "none")
 print(f"\n{'row (mean of 3 seeds)':36s} {'gold':>6s} {'prompted':>9s} {'proxy':>6s} {'KL':>5s} {'length':>7s} "
       f"{'ungramm.':>9s}")
 for name, m in {"SFT model": depth["sft"], **D}.items():
@@ -1166,44 +1164,64 @@ assert "nice" in seed0_samples["the food was"].split() and "good" in seed0_sampl
 # ### 7.2 Length: a labeller who likes it a little
 #
 # **Predict first:** the length-biased labels teach the reward model to pay for every extra token.
-# Does PPO then write longer answers than against the plain reward model?
+# Does PPO then write longer answers than against the plain reward model? And does a larger
+# $\beta$, which holds the policy nearer the SFT model, undo the bias?
 
 # %%
-plain, biased = D["single RM, beta 0.1"], D["length-biased RM, beta 0.1"]
+length_rows = {(b, rm): D[f"{'single' if rm == 'plain' else 'length-biased'} RM, beta {b}"]
+               for b in (0.1, 0.3) for rm in ("plain", "length-biased")}
 print(f"SFT model: length {depth['sft']['length']:.1f} tokens, gold {depth['sft']['gold']:+.2f}")
-print(f"{'beta 0.1, 3 seeds':>22s} {'length':>7s} {'gold':>6s} {'proxy':>6s} {'KL':>5s} {'ungramm.':>9s}")
-for label, m in (("plain RM", plain), ("length-biased RM", biased)):
-    print(f"{label:>22s} {m['length']:7.1f} {m['gold']:+6.2f} {m['proxy']:+6.2f} {m['kl']:5.1f} {m['ungrammatical']:9.0%}")
-print("length per seed: plain", [round(r["final"]["length"], 1) for r in runs_of["single RM, beta 0.1"]],
-      "length-biased", [round(r["final"]["length"], 1) for r in runs_of["length-biased RM, beta 0.1"]])
+print(f"{'3 seeds (mean)':>26s} {'length':>7s} {'gold':>6s} {'proxy':>6s} {'KL':>5s} {'ungramm.':>9s}")
+for (b, rm), m in length_rows.items():
+    print(f"{f'beta {b}, {rm} RM':>26s} {m['length']:7.1f} {m['gold']:+6.2f} {m['proxy']:+6.2f} {m['kl']:5.1f} "
+          f"{m['ungrammatical']:9.0%}")
+for b in (0.1, 0.3):
+    print(f"length per seed at beta {b}: plain", [round(r["final"]["length"], 1) for r in runs_of[f"single RM, beta {b}"]],
+          "length-biased", [round(r["final"]["length"], 1) for r in runs_of[f"length-biased RM, beta {b}"]])
 print(f"score per extra token on SFT samples (a straight-line fit): length-biased RM "
       f"{rm_check['length_bias 0.05']['score_per_token']:+.3f}, plain RM {rm_check['default, seed 0']['score_per_token']:+.3f}")
 length_curves = {name: np.mean([r["history"]["length"] for r in runs_of[name]], axis=0)
-                 for name in ("single RM, beta 0.1", "length-biased RM, beta 0.1")}
-print("not measured in this file:", depth.get("rows_not_run") or "nothing")
+                 for name in ("single RM, beta 0.1", "length-biased RM, beta 0.1",
+                              "single RM, beta 0.3", "length-biased RM, beta 0.3")}
+extra = {b: length_rows[b, "length-biased"]["length"] - length_rows[b, "plain"]["length"] for b in (0.1, 0.3)}
+cost = {b: length_rows[b, "plain"]["gold"] - length_rows[b, "length-biased"]["gold"] for b in (0.1, 0.3)}
+print("the length-biased runs' extra length:", {b: round(v, 2) for b, v in extra.items()},
+      "and their gold below the plain runs':", {b: round(v, 2) for b, v in cost.items()})
 # what the text below says, checked against the file
 assert rm_check["length_bias 0.05"]["score_per_token"] > 5 * rm_check["default, seed 0"]["score_per_token"] > 0
-assert depth["sft"]["length"] > biased["length"] > plain["length"]
-assert biased["gold"] < plain["gold"]
-assert {"length-biased RM, beta 0.3", "single RM, beta 0.3"} <= set(depth.get("rows_not_run", []))
+for b in (0.1, 0.3):
+    assert depth["sft"]["length"] > length_rows[b, "length-biased"]["length"] > length_rows[b, "plain"]["length"]
+    assert length_rows[b, "length-biased"]["gold"] < length_rows[b, "plain"]["gold"]
+    assert length_rows[b, "length-biased"]["kl"] < length_rows[b, "plain"]["kl"]
+assert extra[0.3] > extra[0.1] and cost[0.3] > cost[0.1]
+for rm in ("plain", "length-biased"):
+    assert length_rows[0.3, rm]["length"] > length_rows[0.1, rm]["length"]
 early_peak = {name: float(curve[:10].max()) for name, curve in length_curves.items()}
-print(f"longest mean length in the first 10 iterations: plain RM {early_peak['single RM, beta 0.1']:.1f}, "
+print(f"longest mean length in the first 10 iterations at beta 0.1: plain RM {early_peak['single RM, beta 0.1']:.1f}, "
       f"length-biased RM {early_peak['length-biased RM, beta 0.1']:.1f} (the SFT model: {depth['sft']['length']:.1f})")
 assert early_peak["length-biased RM, beta 0.1"] > max(depth["sft"]["length"], early_peak["single RM, beta 0.1"]) + 0.8
 
 # %% [markdown]
 # The reward model learned the labeller's taste: on SFT samples its score rises with length more
 # than five times as fast as the plain model's. PPO against it ends with longer answers than
-# against the plain reward model, and a lower gold, but this is not Singhal et al.'s picture of
-# answers that grow, except at the start: in their first ten iterations the length-biased runs
-# (mean of the 3 seeds) did lengthen their answers, by more than 0.8 of a token beyond both the SFT
-# model and the plain runs' longest (the first panel of the figure below), and then both kinds of
-# run shortened them. Section 1's
-# formula says why length cannot pay in gold here: the gold is a *mean* over clauses, and one clause
-# with two intensifiers already earns the top score. A preference of 0.05 gold per token only left
-# the final answers a little longer (the table); it did not reverse the shortening. How a larger $\beta$ changes this is the issue's
-# second question about length; its rows ($\beta = 0.3$, both reward models) were not run for this
-# file (listed above as not measured), so this section does not answer it.
+# against the plain reward model, a lower gold and a smaller KL, but this is not Singhal et al.'s
+# picture of answers that grow, except at the start: in their first ten iterations the
+# length-biased runs at $\beta = 0.1$ (mean of the 3 seeds) did lengthen their answers, by more than
+# 0.8 of a token beyond both the SFT model and the plain runs' longest (the first panel of the
+# figure below), and then both kinds of run shortened them. Section 1's formula says why length
+# cannot pay in gold here: the gold is a *mean* over clauses, and one clause with two
+# intensifiers already earns the top score. A preference of 0.05 gold per token only left the
+# final answers a little longer; it did not reverse the shortening.
+#
+# A larger $\beta$ did not undo the bias; on this toy it made it worse. At $\beta = 0.3$ every run
+# stayed longer than at 0.1 (shortening is itself a move away from the SFT model, and the penalty
+# charges for it), and the length-biased runs' excess over the plain ones grew, as did their gold
+# deficit (the printed differences, means of 3 seeds; per seed the lengths overlap). The penalty
+# holds the policy near the SFT model; it cannot tell the length the labeller liked from the
+# quality the labeller meant, since both come to the policy through the same reward model. The
+# remedies in use act on the reward instead: a length penalty, or a reward model trained to
+# separate quality from length (Singhal et al. try several; Chen et al. 2024, *ODIN*, train a
+# separate length head and drop it).
 
 # %% [markdown]
 # ### 7.3 One reward model or three, at $\beta = 0$
@@ -1269,6 +1287,61 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ### 7.4 Three more rows: UWO, the critic's start, PPO-ptx
+#
+# **Predict first:** InstructGPT starts its value model from the reward model, and mixes
+# pre-training batches into PPO's loss (PPO-ptx) to keep what pre-training taught. On this toy, which
+# of the two would you expect to change the result?
+
+# %%
+base = "single RM, beta 0.1"
+print(f"{'3 seeds':36s} {'gold per seed':>22s} {'KL per seed':>18s} {'length':>7s} {'ungramm.':>9s}")
+for name in (base, "critic from SFT, beta 0.1", "PPO-ptx 1.0, beta 0.1", "single RM, beta 0",
+             "ensemble min (WCO), beta 0", "ensemble mean - var (UWO), beta 0"):
+    g = [r["final"]["gold"] for r in runs_of[name]]
+    k = [r["final"]["kl"] for r in runs_of[name]]
+    print(f"{name:36s} {str([round(x, 2) for x in g]):>22s} {str([round(x, 1) for x in k]):>18s} "
+          f"{D[name]['length']:7.1f} {D[name]['ungrammatical']:9.0%}")
+value_loss = {name: np.mean([r["history"]["value_loss"] for r in runs_of[name]], axis=0)
+              for name in (base, "critic from SFT, beta 0.1")}
+for name, v in value_loss.items():
+    print(f"value loss (mean of seeds), {name:26s} iterations 0-4: {np.round(v[:5], 2)}, last 10: {v[-10:].mean():.3f}")
+gold_of = {name: [r["final"]["gold"] for r in runs_of[name]] for name in D}
+kl_of = {name: [r["final"]["kl"] for r in runs_of[name]] for name in D}
+# what the text below says, checked against the file
+uwo = runs_of["ensemble mean - var (UWO), beta 0"]
+assert all(r["final"]["gold"] > depth["sft"]["gold"] and r["final"]["ungrammatical"] < 0.01 for r in uwo)
+assert sorted(gold_of["ensemble mean - var (UWO), beta 0"])[1] < lang.MAX_GOLD - 0.4
+assert min(gold_of["critic from SFT, beta 0.1"]) < min(gold_of[base]) < max(gold_of[base]) <= max(gold_of["critic from SFT, beta 0.1"])
+assert value_loss[base][0] > 2 * value_loss["critic from SFT, beta 0.1"][0]
+assert all(value_loss[base][i] < value_loss["critic from SFT, beta 0.1"][i] for i in range(2, 10))
+assert max(gold_of["PPO-ptx 1.0, beta 0.1"]) < min(gold_of[base])
+assert max(kl_of["PPO-ptx 1.0, beta 0.1"]) < min(kl_of[base])
+assert D["PPO-ptx 1.0, beta 0.1"]["length"] > D[base]["length"]
+
+# %% [markdown]
+# **UWO** (the mean of the three reward models minus their variance) kept all three seeds
+# grammatical and above the SFT model's gold at $\beta = 0$, where the single reward model and the
+# minimum each lost one seed of three; but two of its seeds stopped near a gold of 1, well below
+# the top that WCO's surviving seeds reached. Penalising disagreement steered away from the
+# strings the members disagree about, and also from some good answers they disagree about.
+#
+# **The critic's start** made no difference that three seeds can resolve: the gold of the runs
+# whose value model started from the SFT trunk (with a zero head) spans that of the runs started
+# from the reward model. The value loss tells the two apart only at the start. The reward-model
+# start is worse at iteration 0: the reward model was trained to score finished responses, and the
+# critic reads it at every prefix. The zero head starts right on average, because the reward model
+# was centred so that SFT samples score 0 (section 3). From iteration 2 to 9 the reward-model
+# start is ahead; by the end both fit the returns closely (the SFT start slightly closer).
+#
+# **PPO-ptx** at `ptx_coef=1.0` lowered the gold and the KL of every seed below every plain run's,
+# and left longer answers: the pre-training term pulls the policy back toward the SFT model's
+# text, a second leash beside $\beta$. InstructGPT used it for something this toy cannot show:
+# to keep the model's scores on public NLP benchmarks from falling (their "alignment tax"), with a
+# pre-training corpus far broader than the task; here the corpus *is* the task's language, so the
+# only thing it can protect is the SFT model's own habits.
+
+# %% [markdown]
 # ## What we learned
 #
 # - RLHF is PPO with a language model as the policy: a token is an action, a response an
@@ -1294,7 +1367,8 @@ plt.show()
 #   word gained least under every method, and at some point of every GRPO run half or more of
 #   its groups went silent (eight equal rewards) as the policy settled on one answer per prompt
 #   (section 7).
-# - A labeller's slight taste for length enters the reward model and PPO's answers; a worst-case
+# - A labeller's slight taste for length enters the reward model and PPO's answers, and a larger
+#   $\beta$ did not take it out (section 7); a worst-case
 #   ensemble of three reward models helped the runs that stayed grammatical, but not against an
 #   error that every member shared (section 7).
 #

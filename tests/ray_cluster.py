@@ -28,8 +28,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(args, log: Path, cpus: int = 1) -> subprocess.Popen:
+def start_node(args, log: Path, cpus: int = 1, home: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO_ROOT))
+    if home is not None:
+        env["HOME"] = str(home)
     return subprocess.Popen([RAY, "start", "--block", f"--num-cpus={cpus}", "--object-store-memory=100000000",
                              "--disable-usage-stats", *args], stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
@@ -87,17 +89,27 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
     (``connect``); yields ``{"address", "head", "workers"}``. Every node is stopped by its PID at
     the end, and an error is raised if a Ray process survived. On a loaded machine the head can
     time out while starting: it is started again once, then :class:`NodeDidNotStart` says so."""
-    import ray
-
     tmp = Path(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     temp_dir = f"/tmp/ray-{os.getpid()}-{free_port()}"
+    # Ray 2.60's local ray.init() writes ~/.ray/auth_token, and a node started later with
+    # `ray start --address` then presents it to a head that runs without authentication and is
+    # refused (InvalidAuthToken). This cluster runs without authentication, so its nodes get a
+    # home folder of their own, where no token is.
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    yield from _cluster(tmp, temp_dir, nodes, cpus, connect, home)
+
+
+def _cluster(tmp: Path, temp_dir: str, nodes: int, cpus: int, connect: bool, home: Path):
+    import ray
+
     head, port = None, None
     for attempt in range(2):
         port = free_port()
         log = tmp / f"head{attempt}.log"
         head = start_node(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                           f"--temp-dir={temp_dir}"], log, cpus)
+                           f"--temp-dir={temp_dir}"], log, cpus, home)
         if _head_up(head, log, 120):
             break
         stop_node(head)
@@ -109,7 +121,7 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
     for k in range(nodes - 1):  # each started again once if it dies starting
         for attempt in range(2):
             log = tmp / f"worker{k}-{attempt}.log"
-            proc = start_node([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1"], log, cpus)
+            proc = start_node([f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1"], log, cpus, home)
             if _head_up(proc, log, 120):
                 workers.append(proc)
                 break
@@ -118,6 +130,8 @@ def loopback_cluster(tmp: Path, nodes: int = 2, cpus: int = 1, connect: bool = T
             for proc in workers + [head]:
                 stop_node(proc)
             shutil.rmtree(temp_dir, ignore_errors=True)
+            if "InvalidAuthToken" in log.read_text():  # a configuration error of ours, not the machine's load
+                raise RuntimeError(f"Ray node {k + 1} was refused by the head: " + log.read_text()[-600:])
             raise NodeDidNotStart(f"Ray node {k + 1} did not start, twice: " + log.read_text()[-600:])
     try:
         if connect:

@@ -10,6 +10,13 @@ threshold. CartPole-v1 counts as solved at 475 (its registered
 milestone that REINFORCE and A2C reach within a short budget. Training time
 only (no evaluation runs). Prints a table (median, min, max over seeds) and
 writes JSON next to this script, in results/, with the command, date and machine.
+
+The runs go through the sweep runner (``ppo_lib/sweep.py``): an interrupted sweep keeps its
+finished runs in ``results/steps_to_threshold_<threshold>.jobs.jsonl`` and a rerun skips them
+(``--fresh`` starts over). ``--jobs N`` and ``--ray`` work as in every sweep, but the seconds
+are this benchmark's subject: runs that share cores slow each other, so the default runs one
+at a time, in this process, and the seconds of a parallel sweep are only comparable with each
+other.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._record import header, write  # noqa: E402
 from ppo_lib.algos import (A2C, CARTPOLE_PRESET, PPO, REINFORCE, TRPO, A2CConfig, PPOConfig,  # noqa: E402
                            ReinforceConfig, TRPOConfig)
+from ppo_lib.sweep import Job, Runner, add_arguments, resume_path  # noqa: E402
 from ppo_lib.train import train  # noqa: E402
 
 ALGOS = {
@@ -40,6 +48,19 @@ ALGOS = {
 }
 
 
+def run_one(name: str, env_id: str, seed: int, budget: int, threshold: float, threads: int) -> dict:
+    """One seeded run to the threshold: the steps it took (None if not reached) and its seconds."""
+    torch.set_num_threads(threads)
+    env = gym.make(env_id)
+    t0 = time.perf_counter()
+    result = train(ALGOS[name](env, seed), env_id, budget, seed=seed, progress=False, stop_at=threshold)
+    seconds = time.perf_counter() - t0
+    steps = result.history.first_step_reaching(threshold)
+    print(f"{name:10s} seed {seed}: {steps if steps else 'not reached'} steps, {seconds:.1f} s", flush=True)
+    return {"seed": seed, "steps": steps, "seconds": round(seconds, 2) if steps else None,
+            "env_steps_run": result.history.total_steps}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algos", nargs="+", default=["reinforce", "a2c"], choices=list(ALGOS))
@@ -49,21 +70,20 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default=None, help="default: results/steps_to_threshold_<threshold>.json")
+    add_arguments(p)  # --jobs, --ray, --fresh
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    env = gym.make(args.env)
+    out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results"
+                                           / f"steps_to_threshold_{args.threshold:g}.json")
+    kwargs = dict(env_id=args.env, budget=args.budget, threshold=args.threshold, threads=args.threads)
+    jobs = [Job(f"{name} env={args.env} threshold={args.threshold:g} budget={args.budget} threads={args.threads} "
+                f"seed={seed}", run_one, dict(name=name, seed=seed, **kwargs))
+            for name in args.algos for seed in args.seeds]
+    with Runner(workers=args.jobs, ray=args.ray, resume=resume_path(out), fresh=args.fresh,
+                label="steps_to_threshold") as runner:
+        done = runner.map(jobs)
     rows = {}
-    for name in args.algos:
-        runs = []
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            result = train(ALGOS[name](env, seed), args.env, args.budget, seed=seed, progress=False,
-                           stop_at=args.threshold)
-            seconds = time.perf_counter() - t0
-            steps = result.history.first_step_reaching(args.threshold)
-            runs.append({"seed": seed, "steps": steps, "seconds": round(seconds, 2) if steps else None,
-                         "env_steps_run": result.history.total_steps})
-            print(f"{name:10s} seed {seed}: {steps if steps else 'not reached'} steps, {seconds:.1f} s", flush=True)
+    for i, name in enumerate(args.algos):
+        runs = done[i * len(args.seeds):(i + 1) * len(args.seeds)]
         ok = [r for r in runs if r["steps"]]
         rows[name] = {"runs": runs, "reached": f"{len(ok)}/{len(runs)}"}
         if ok:
@@ -79,8 +99,10 @@ def main() -> int:
                   f"      {t['median']:>8.1f} [{t['min']:>5.1f}, {t['max']:>5.1f}]")
         else:
             print(f"{name:10s} {row['reached']:>8s}   never reached within {args.budget} steps")
-    record = {**header(torch_threads=args.threads), "env": args.env, "threshold": args.threshold, "results": rows}
-    write(record, args.out or Path(__file__).resolve().parent / "results" / f"steps_to_threshold_{args.threshold:g}.json")
+    record = {**header(torch_threads=args.threads, workers=args.jobs), "env": args.env, "threshold": args.threshold,
+              "results": rows}
+    write(record, out)
+    resume_path(out).unlink(missing_ok=True)
     return 0
 
 

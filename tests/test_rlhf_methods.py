@@ -493,6 +493,17 @@ def test_rloo_config_errors(kwargs, match):
         RLOOConfig(**kwargs)
 
 
+def test_rloo_takes_numpy_numbers_and_refuses_what_grpo_refuses(rlhf_sft, rlhf_reward):
+    cfg = RLOOConfig(lr=np.float32(1e-3), group_size=np.int64(4), beta=np.float64(0.1))
+    assert type(cfg.lr) is float and type(cfg.group_size) is int and type(cfg.beta) is float
+    with pytest.raises(ValueError, match="lr=nan"):
+        RLOOConfig(lr=float("nan"))
+    with pytest.raises((TypeError, ValueError), match="progress"):
+        train_rloo(rlhf_sft, rlhf_reward, RLOOConfig(iterations=1), progress="no")
+    with pytest.raises((TypeError, ValueError), match="n_samples_logged"):
+        train_rloo(rlhf_sft, rlhf_reward, RLOOConfig(iterations=1), progress=False, n_samples_logged=2.5)
+
+
 def test_rloo_same_seed_same_numbers(rlhf_sft, rlhf_reward):
     cfg = RLOOConfig(iterations=2, prompts_per_iteration=2, group_size=4, seed=5)
     a = train_rloo(rlhf_sft, rlhf_reward, cfg, progress=False)

@@ -256,6 +256,26 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     return -objective, info
 
 
+def check_group_schedule(config) -> None:
+    """The settings GRPO and RLOO share (groups, clipping, schedule, sampling), each checked with a
+    message that names it and what is allowed."""
+    check_range(config, "group_size", 2, integer=True)
+    check_range(config, "prompts_per_iteration", 1, integer=True)
+    check_range(config, "beta", 0.0)
+    check_range(config, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
+    check_range(config, "epochs", 1, integer=True)
+    check_range(config, "num_minibatches", 1, integer=True)
+    if config.num_minibatches > config.group_size * config.prompts_per_iteration:
+        raise ValueError(f"num_minibatches={config.num_minibatches}: more than the {config.batch_size} responses of "
+                         f"an iteration (group_size x prompts_per_iteration)")
+    check_range(config, "lr", 0.0, 1.0, low_open=True)
+    check_range(config, "iterations", 1, integer=True)
+    check_temperature(config.temperature)
+    check_range(config, "missing_eos_score", -100.0, 100.0)
+    check_range(config, "max_grad_norm", 0.0, low_open=True)
+    check_range(config, "seed", 0, integer=True)
+
+
 @validated
 @dataclasses.dataclass
 class GRPOConfig:
@@ -290,23 +310,9 @@ class GRPOConfig:
                 and self.group_size == 1:
             raise ValueError("group_size=1: must be in [2, inf): GRPO compares each response with the others of "
                              "its group, and a group of one has no others (its advantage would always be 0)")
-        check_range(self, "group_size", 2, integer=True)
-        check_range(self, "prompts_per_iteration", 1, integer=True)
-        check_range(self, "beta", 0.0)
+        check_group_schedule(self)
         check_choice(self, "kl", KL_MODES)
         check_choice(self, "baseline", BASELINES)
-        check_range(self, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
-        check_range(self, "epochs", 1, integer=True)
-        check_range(self, "num_minibatches", 1, integer=True)
-        if self.num_minibatches > self.group_size * self.prompts_per_iteration:
-            raise ValueError(f"num_minibatches={self.num_minibatches}: more than the {self.batch_size} responses of an "
-                             f"iteration (group_size x prompts_per_iteration)")
-        check_range(self, "lr", 0.0, 1.0, low_open=True)
-        check_range(self, "iterations", 1, integer=True)
-        check_temperature(self.temperature)
-        check_range(self, "missing_eos_score", -100.0, 100.0)
-        check_range(self, "max_grad_norm", 0.0, low_open=True)
-        check_range(self, "seed", 0, integer=True)
         check_choice(self, "loss_aggregation", AGGREGATIONS)
         check_choice(self, "ratio_level", RATIO_LEVELS)
         if self.clip_eps_high is not None:

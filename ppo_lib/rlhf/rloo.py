@@ -46,14 +46,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ppo_lib.config import check_config, check_range, validated
+from ppo_lib.config import check_config, validated
 from ppo_lib.losses import approx_kl, clipped_surrogate
-from ppo_lib.rlhf.grpo import GRPOConfig, GRPOHistory, GRPOResult, collect_groups, no_spread
+from ppo_lib.rlhf.arguments import plain_numbers
+from ppo_lib.rlhf.grpo import GRPOConfig, GRPOHistory, GRPOResult, check_group_schedule, collect_groups, no_spread
 from ppo_lib.rlhf.loop import end_of_iteration, minibatch_epochs, optimizer_step, record_sampled, trainable_copy, \
     training_run
-from ppo_lib.rlhf.model import check_temperature, frozen_copy, response_logprobs
+from ppo_lib.rlhf.model import frozen_copy, response_logprobs
 from ppo_lib.rlhf.pretrain import PretrainResult, require_pretrained
-from ppo_lib.rlhf.reward_model import RewardModelResult, require_reward_or_verifier
+from ppo_lib.rlhf.reward_model import RewardModelResult, check_trainer_arguments, require_reward_or_verifier
 from ppo_lib.runs import check_callback
 
 __all__ = ["RLOOConfig", "RLOOHistory", "RLOOResult", "rloo_loss", "sequence_logprobs", "train_rloo"]
@@ -78,21 +79,8 @@ class RLOOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_range(self, "group_size", 2, integer=True)
-        check_range(self, "prompts_per_iteration", 1, integer=True)
-        check_range(self, "beta", 0.0)
-        check_range(self, "clip_eps", 0.0, 1.0, low_open=True, high_open=True)
-        check_range(self, "epochs", 1, integer=True)
-        check_range(self, "num_minibatches", 1, integer=True)
-        if self.num_minibatches > self.group_size * self.prompts_per_iteration:
-            raise ValueError(f"num_minibatches={self.num_minibatches}: more than the {self.batch_size} responses of an "
-                             f"iteration (group_size x prompts_per_iteration)")
-        check_range(self, "lr", 0.0, 1.0, low_open=True)
-        check_range(self, "iterations", 1, integer=True)
-        check_temperature(self.temperature)
-        check_range(self, "missing_eos_score", -100.0, 100.0)
-        check_range(self, "max_grad_norm", 0.0, low_open=True)
-        check_range(self, "seed", 0, integer=True)
+        check_group_schedule(self)
+        plain_numbers(self)
 
     @property
     def batch_size(self) -> int:
@@ -171,6 +159,7 @@ def train_rloo(sft: PretrainResult, reward: RewardModelResult | None = None, con
     require_pretrained(sft)
     task = sft.task
     require_reward_or_verifier(reward, task)
+    check_trainer_arguments(config, reward, progress, n_samples_logged)
     sampling = config.sampling_config()
     dev = next(sft.model.parameters()).device
     torch.manual_seed(config.seed)

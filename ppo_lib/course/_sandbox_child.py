@@ -211,16 +211,13 @@ def _raised(exc, fn):
             "memory": isinstance(exc, MemoryError)}
 
 
-def _run_exercise(step, ns):
-    import copy
-    import inspect
+def _run_student_cell(step, ns, report):
+    """Run the student's exercise cell (if the step has one) in ``ns`` and describe what it left
+    under the exercise's name: ``report`` gets cell_error, defined, callable, type and
+    library_function. Returns that object (None if the name is undefined)."""
     import linecache
 
-    import ppo_lib.teaching.checks as checks
-
-    name, checker = step["name"], getattr(checks, step["checker"])
-    report = {"defined": False, "cell_error": None, "callable": False, "type": "", "argnames": [], "cases": [],
-              "library_function": False}
+    name = step["name"]
     code = step.get("code")
     if code is not None:
         filename = f"<exercise cell {step['grade_id']}>"
@@ -235,6 +232,20 @@ def _run_exercise(step, ns):
     report["type"] = type(fn).__name__
     if callable(fn):
         report["library_function"] = str(getattr(fn, "__module__", "") or "").startswith("ppo_lib")
+    return fn
+
+
+def _run_exercise(step, ns):
+    import copy
+    import inspect
+
+    import ppo_lib.teaching.checks as checks
+
+    name, checker = step["name"], getattr(checks, step["checker"])
+    report = {"defined": False, "cell_error": None, "callable": False, "type": "", "argnames": [], "cases": [],
+              "library_function": False}
+    fn = _run_student_cell(step, ns, report)
+    if callable(fn):
         try:
             report["argnames"] = [p.name for p in inspect.signature(fn).parameters.values()
                                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -268,25 +279,10 @@ def _run_guess(step, ns):
     """A guess exercise: run the student's cell, call their function with no arguments, and report
     its value as data (None while it raises NotImplementedError, as the chapter's cell does); the
     grader checks it in its own process."""
-    import linecache
-
-    name = step["name"]
     report = {"defined": False, "cell_error": None, "callable": False, "type": "", "guess": None, "raised": None,
               "library_function": False}
-    code = step.get("code")
-    if code is not None:
-        filename = f"<exercise cell {step['grade_id']}>"
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        try:
-            exec(compile(code, filename, "exec"), ns)
-        except BaseException as exc:  # noqa: BLE001 - the student's cell, whatever it raises
-            report["cell_error"] = _raised(exc, None)
-    fn = ns.get(name)
-    report["defined"] = name in ns
-    report["callable"] = callable(fn)
-    report["type"] = type(fn).__name__
+    fn = _run_student_cell(step, ns, report)
     if callable(fn):
-        report["library_function"] = str(getattr(fn, "__module__", "") or "").startswith("ppo_lib")
         try:
             guess = fn()
         except NotImplementedError:
